@@ -1,0 +1,141 @@
+//! The validated configuration. The TOML file is read into these types in one pass that
+//! collects every problem (with its key path) before reporting, so an operator fixes a
+//! config in one round trip.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+mod secret;
+pub use secret::Secret;
+
+// Parsing lives in `load.rs` (the key-path collecting reader); see `Config::from_toml_str`.
+mod load;
+pub use load::{ConfigError, ConfigErrors, Environment};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub sources: Vec<SourceConfig>,
+    pub targets: Vec<TargetConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where the webhook receiver listens; port 0 picks a free port (tests, the demo).
+    pub listen: SocketAddr,
+    /// Larger bodies get 413 before they are read whole.
+    pub body_limit: usize,
+    /// A request that takes longer (slow client, stuck commit) is answered 408/503.
+    pub request_timeout: Duration,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    /// Raw webhooks older than this are pruned from the inbox.
+    pub inbox_retention: Duration,
+    /// The inbox keeps at most this many rows (oldest pruned first); 0 = no row limit.
+    pub inbox_max_rows: u64,
+    /// Most write requests the writer puts in one transaction.
+    pub max_batch: usize,
+    /// Write requests waiting for the writer beyond which ingest answers 503.
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    /// URL path the source posts to, e.g. `/webhooks/akeneo`.
+    pub path: String,
+    pub format: SourceFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureEncoding {
+    Hex,
+    Base64,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceFormat {
+    /// Akeneo PIM Events API (legacy, batched, signed over "<timestamp>.<body>").
+    Akeneo { secret: Secret, tolerance: Duration },
+    /// Akeneo Event Platform (CloudEvents, one event per request).
+    AkeneoEventPlatform {
+        primary: Secret,
+        secondary: Option<Secret>,
+    },
+    /// Standard Webhooks; each secret is the decoded key (the `whsec_` prefix stripped and
+    /// base64 decoded). Several secrets allow rotation.
+    StandardWebhooks {
+        secrets: Vec<Secret>,
+        tolerance: Duration,
+    },
+    /// Generic HMAC-SHA256 of the raw body in one header.
+    Hmac {
+        header: String,
+        prefix: Option<String>,
+        encoding: SignatureEncoding,
+        secret: Secret,
+        /// Header carrying a unique delivery id (e.g. `X-GitHub-Delivery`), for dedup.
+        delivery_id_header: Option<String>,
+    },
+}
+
+impl SourceFormat {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceFormat::Akeneo { .. } => "akeneo",
+            SourceFormat::AkeneoEventPlatform { .. } => "akeneo-event-platform",
+            SourceFormat::StandardWebhooks { .. } => "standard-webhooks",
+            SourceFormat::Hmac { .. } => "hmac",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub name: String,
+    pub filter: TargetFilter,
+    pub kind: TargetKind,
+}
+
+/// Which products a target receives. Empty lists mean "no restriction".
+#[derive(Debug, Clone, Default)]
+pub struct TargetFilter {
+    pub families: Vec<String>,
+    /// A product matches if it is in any of these categories.
+    pub categories: Vec<String>,
+    /// Only products whose `enabled` is true.
+    pub enabled_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum TargetKind {
+    /// Writes what would be sent, one JSON line per apply (stdout when no path).
+    Log { path: Option<PathBuf> },
+    Shopify {
+        /// `name.myshopify.com`
+        shop: String,
+        api_version: String,
+        access_token: Secret,
+    },
+    Magento {
+        base_url: String,
+        access_token: Secret,
+    },
+}
+
+impl TargetKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TargetKind::Log { .. } => "log",
+            TargetKind::Shopify { .. } => "shopify",
+            TargetKind::Magento { .. } => "magento",
+        }
+    }
+}

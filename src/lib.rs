@@ -1,0 +1,3 @@
+//! pimsync: keeps e-commerce targets in step with a PIM.
+pub mod config;
+pub mod receiver;

@@ -1,0 +1,1 @@
+//! SKELETON: the formats helper replaces this.

@@ -1,0 +1,2 @@
+//! The webhook receiver.
+pub mod formats;
