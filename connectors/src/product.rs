@@ -194,7 +194,10 @@ mod tests {
         a.categories = vec!["b".into(), "a".into()];
         a.values.insert(
             "name".into(),
-            vec![value(Some("fr_FR"), json!("Chaise")), value(Some("en_US"), json!("Chair"))],
+            vec![
+                value(Some("fr_FR"), json!("Chaise")),
+                value(Some("en_US"), json!("Chair")),
+            ],
         );
         let mut b = a.clone();
         b.categories.reverse();
@@ -215,11 +218,18 @@ mod tests {
         let mut stored = Snapshot::default();
         stored.values.insert(
             "name".into(),
-            vec![value(Some("en_US"), json!("Chair")), value(Some("fr_FR"), json!("Chaise"))],
+            vec![
+                value(Some("en_US"), json!("Chair")),
+                value(Some("fr_FR"), json!("Chaise")),
+            ],
         );
-        stored.values.insert("price".into(), vec![value(None, json!(10))]);
+        stored
+            .values
+            .insert("price".into(), vec![value(None, json!(10))]);
         let mut delta = Snapshot::default();
-        delta.values.insert("name".into(), vec![value(Some("en_US"), json!("Armchair"))]);
+        delta
+            .values
+            .insert("name".into(), vec![value(Some("en_US"), json!("Armchair"))]);
         stored.merge(delta);
         assert_eq!(stored.values["name"][0].data, json!("Armchair"));
         assert_eq!(stored.values["name"][1].data, json!("Chaise"));
@@ -229,9 +239,18 @@ mod tests {
     #[test]
     fn idempotency_key_is_stable_and_separates_its_parts() {
         let h = ContentHash("abc".into());
-        assert_eq!(idempotency_key("shop", "SKU-1", &h), idempotency_key("shop", "SKU-1", &h));
-        assert_ne!(idempotency_key("shop", "SKU-1", &h), idempotency_key("shop", "SKU-2", &h));
+        assert_eq!(
+            idempotency_key("shop", "SKU-1", &h),
+            idempotency_key("shop", "SKU-1", &h)
+        );
+        assert_ne!(
+            idempotency_key("shop", "SKU-1", &h),
+            idempotency_key("shop", "SKU-2", &h)
+        );
         // Length-prefixing keeps ("ab","c") and ("a","bc") apart.
-        assert_ne!(idempotency_key("ab", "c", &h), idempotency_key("a", "bc", &h));
+        assert_ne!(
+            idempotency_key("ab", "c", &h),
+            idempotency_key("a", "bc", &h)
+        );
     }
 }

@@ -25,7 +25,11 @@ pub trait Environment {
 }
 
 impl Config {
-    pub fn from_toml_str(_text: &str, _base_dir: &Path, _env: &dyn Environment) -> Result<Config, ConfigErrors> {
+    pub fn from_toml_str(
+        _text: &str,
+        _base_dir: &Path,
+        _env: &dyn Environment,
+    ) -> Result<Config, ConfigErrors> {
         Err(ConfigErrors(vec![]))
     }
 }

@@ -44,6 +44,9 @@ pub struct StoreConfig {
     pub max_batch: usize,
     /// Write requests waiting for the writer beyond which ingest answers 503.
     pub queue_capacity: usize,
+    /// Largest the database may grow, in bytes (0 = no limit). Past it commits fail and
+    /// ingest answers 503 instead of filling the disk that other services share.
+    pub max_size: u64,
 }
 
 #[derive(Debug, Clone)]

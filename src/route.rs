@@ -1,0 +1,117 @@
+//! Which targets a product goes to: each target's filter, evaluated on the product's
+//! snapshot. The store calls this inside the ingest transaction, so that the outbox rows
+//! are written in the same commit as the product itself.
+
+use pimsync_connectors::Snapshot;
+
+use crate::config::{TargetConfig, TargetFilter};
+
+/// The targets and their filters, in config order.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    targets: Vec<(String, TargetFilter)>,
+}
+
+impl Router {
+    pub fn new(targets: &[TargetConfig]) -> Router {
+        Router {
+            targets: targets
+                .iter()
+                .map(|t| (t.name.clone(), t.filter.clone()))
+                .collect(),
+        }
+    }
+
+    /// Every target name, for deletions of products whose earlier content is unknown.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        self.targets.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// The targets whose filter admits this snapshot.
+    pub fn matching<'a>(&'a self, snapshot: &'a Snapshot) -> impl Iterator<Item = &'a str> {
+        self.targets
+            .iter()
+            .filter(move |(_, filter)| admits(filter, snapshot))
+            .map(|(name, _)| name.as_str())
+    }
+}
+
+fn admits(filter: &TargetFilter, snapshot: &Snapshot) -> bool {
+    if filter.enabled_only && snapshot.enabled != Some(true) {
+        return false;
+    }
+    if !filter.families.is_empty()
+        && !snapshot
+            .family
+            .as_ref()
+            .is_some_and(|family| filter.families.contains(family))
+    {
+        return false;
+    }
+    if !filter.categories.is_empty()
+        && !snapshot
+            .categories
+            .iter()
+            .any(|category| filter.categories.contains(category))
+    {
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TargetKind;
+
+    fn target(name: &str, filter: TargetFilter) -> TargetConfig {
+        TargetConfig {
+            name: name.to_owned(),
+            filter,
+            kind: TargetKind::Log { path: None },
+        }
+    }
+
+    #[test]
+    fn filters_combine_family_category_and_enabled() {
+        let router = Router::new(&[
+            target("all", TargetFilter::default()),
+            target(
+                "chairs",
+                TargetFilter {
+                    families: vec!["chairs".into()],
+                    ..Default::default()
+                },
+            ),
+            target(
+                "sale-enabled",
+                TargetFilter {
+                    categories: vec!["sale".into(), "new".into()],
+                    enabled_only: true,
+                    ..Default::default()
+                },
+            ),
+        ]);
+        let mut chair = Snapshot {
+            family: Some("chairs".into()),
+            categories: vec!["sale".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            router.matching(&chair).collect::<Vec<_>>(),
+            ["all", "chairs"]
+        );
+        chair.enabled = Some(true);
+        assert_eq!(
+            router.matching(&chair).collect::<Vec<_>>(),
+            ["all", "chairs", "sale-enabled"]
+        );
+        let table = Snapshot {
+            family: Some("tables".into()),
+            enabled: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(router.matching(&table).collect::<Vec<_>>(), ["all"]);
+        assert_eq!(router.all().count(), 3);
+    }
+}

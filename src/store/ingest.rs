@@ -1,0 +1,346 @@
+//! Ingest: one webhook becomes an inbox row, product snapshots and outbox rows, all in the
+//! caller's transaction. This is where the outbox is level-triggered: a product's row per
+//! target names the content hash the target must reach, and a newer change just moves it.
+
+use pimsync_connectors::{
+    ChangeBody, ChangeOp, ContentHash, ProductChange, ProductKind, Snapshot, idempotency_key,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use crate::route::Router;
+
+/// A parsed webhook, ready to commit.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    pub source: String,
+    /// The sender's delivery id; a second delivery with the same id is not processed again.
+    pub delivery_id: Option<String>,
+    /// The kept headers as a JSON object.
+    pub headers_json: String,
+    pub body: Vec<u8>,
+    pub changes: Vec<PreparedChange>,
+}
+
+/// A change whose canonical JSON and hash were computed before it reached the writer,
+/// keeping that work off the single writer thread.
+#[derive(Debug, Clone)]
+pub struct PreparedChange {
+    pub change: ProductChange,
+    canonical: Option<(String, ContentHash)>,
+}
+
+impl PreparedChange {
+    pub fn new(change: ProductChange) -> PreparedChange {
+        let canonical = match &change.body {
+            ChangeBody::Full(snapshot) if change.op == ChangeOp::Upsert => {
+                let json = snapshot.to_canonical_json();
+                let hash = ContentHash::of_json(&json);
+                Some((json, hash))
+            }
+            _ => None,
+        };
+        PreparedChange { change, canonical }
+    }
+}
+
+/// What became of a webhook.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// The delivery id was seen before: nothing was processed.
+    pub duplicate: bool,
+    /// Changes that moved a product to new content.
+    pub changed: usize,
+    /// Changes whose content equals what is stored (version moved, no outbox work).
+    pub unchanged: usize,
+    /// Changes older than the stored version, dropped.
+    pub stale: usize,
+    /// Thin events queued for a fetch from the PIM.
+    pub fetch_queued: usize,
+    /// Outbox rows created or moved to a new desired hash.
+    pub outbox_rows: usize,
+}
+
+struct Existing {
+    version: i64,
+    deleted: bool,
+    snapshot: Option<String>,
+    hash: String,
+}
+
+pub(super) fn ingest(
+    conn: &Connection,
+    request: &Ingest,
+    router: &Router,
+    now: i64,
+) -> Result<IngestOutcome, StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO inbox (source, delivery_id, received_at, headers, body, changes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (source, delivery_id) DO NOTHING",
+        )?
+        .execute(params![
+            request.source,
+            request.delivery_id,
+            now,
+            request.headers_json,
+            request.body,
+            request.changes.len() as i64
+        ])?;
+    let mut outcome = IngestOutcome::default();
+    if inserted == 0 {
+        outcome.duplicate = true;
+        return Ok(outcome);
+    }
+    for prepared in &request.changes {
+        apply_change(conn, &request.source, prepared, router, now, &mut outcome)?;
+    }
+    Ok(outcome)
+}
+
+fn apply_change(
+    conn: &Connection,
+    source: &str,
+    prepared: &PreparedChange,
+    router: &Router,
+    now: i64,
+    outcome: &mut IngestOutcome,
+) -> Result<(), StoreError> {
+    let change = &prepared.change;
+    let key = match (&change.key, &change.uuid) {
+        (Some(key), _) => Some(key.clone()),
+        (None, Some(uuid)) => conn
+            .prepare_cached("SELECT product_key FROM products WHERE uuid = ?1 LIMIT 1")?
+            .query_row([uuid], |row| row.get::<_, String>(0))
+            .optional()?,
+        (None, None) => None,
+    };
+    let existing = match &key {
+        Some(key) => conn
+            .prepare_cached(
+                "SELECT version, deleted, snapshot, content_hash FROM products WHERE product_key = ?1",
+            )?
+            .query_row([key], |row| {
+                Ok(Existing {
+                    version: row.get(0)?,
+                    deleted: row.get(1)?,
+                    snapshot: row.get(2)?,
+                    hash: row.get(3)?,
+                })
+            })
+            .optional()?,
+        None => None,
+    };
+
+    if matches!(change.body, ChangeBody::NeedsFetch) {
+        if existing
+            .as_ref()
+            .is_some_and(|e| change.version <= e.version)
+        {
+            outcome.stale += 1;
+        } else {
+            queue_fetch(conn, source, change, key.as_deref(), now)?;
+            outcome.fetch_queued += 1;
+        }
+        return Ok(());
+    }
+    let Some(key) = key else {
+        // A deletion by uuid of a product never stored here: nothing to converge.
+        outcome.stale += 1;
+        return Ok(());
+    };
+    if let Some(e) = &existing {
+        let older = change.version < e.version;
+        // At an equal version a deletion wins: a late upsert cannot resurrect it.
+        let resurrects = change.version == e.version && e.deleted && change.op == ChangeOp::Upsert;
+        if older || resurrects {
+            outcome.stale += 1;
+            return Ok(());
+        }
+    }
+
+    // The new desired state.
+    let (snapshot_json, hash, snapshot_for_routing): (
+        Option<String>,
+        ContentHash,
+        Option<Snapshot>,
+    ) = match (&change.op, &change.body) {
+        (ChangeOp::Delete, _) => (None, ContentHash::deleted(), None),
+        (ChangeOp::Upsert, ChangeBody::Full(snapshot)) => {
+            let (json, hash) = match &prepared.canonical {
+                Some((json, hash)) => (json.clone(), hash.clone()),
+                None => {
+                    let json = snapshot.to_canonical_json();
+                    let hash = ContentHash::of_json(&json);
+                    (json, hash)
+                }
+            };
+            (Some(json), hash, Some(snapshot.clone()))
+        }
+        (ChangeOp::Upsert, ChangeBody::Partial(delta)) => {
+            let mut merged = existing
+                .as_ref()
+                .filter(|e| !e.deleted)
+                .and_then(|e| e.snapshot.as_deref())
+                .and_then(|json| serde_json::from_str::<Snapshot>(json).ok())
+                .unwrap_or_default();
+            merged.merge(delta.clone());
+            let json = merged.to_canonical_json();
+            let hash = ContentHash::of_json(&json);
+            (Some(json), hash, Some(merged))
+        }
+        (ChangeOp::Upsert, ChangeBody::None | ChangeBody::NeedsFetch) => {
+            // Formats never produce this; treat as nothing to do rather than guess.
+            outcome.stale += 1;
+            return Ok(());
+        }
+    };
+
+    let deleted = change.op == ChangeOp::Delete;
+    let unchanged = existing
+        .as_ref()
+        .is_some_and(|e| e.deleted == deleted && e.hash == hash.as_str());
+    conn.prepare_cached(
+        "INSERT INTO products (product_key, uuid, kind, version, deleted, snapshot, content_hash, source, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (product_key) DO UPDATE SET
+             uuid = coalesce(excluded.uuid, products.uuid),
+             kind = excluded.kind,
+             version = excluded.version,
+             deleted = excluded.deleted,
+             snapshot = coalesce(excluded.snapshot, products.snapshot),
+             content_hash = excluded.content_hash,
+             source = excluded.source,
+             updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        key,
+        change.uuid,
+        kind_name(change.kind),
+        change.version,
+        deleted,
+        snapshot_json,
+        hash.as_str(),
+        source,
+        now
+    ])?;
+    if let Some(uuid) = &change.uuid {
+        // A full state at least as new as a queued thin event makes the fetch pointless.
+        conn.prepare_cached("DELETE FROM fetch_queue WHERE uuid = ?1 AND version <= ?2")?
+            .execute(params![uuid, change.version])?;
+    }
+    if unchanged {
+        outcome.unchanged += 1;
+        return Ok(());
+    }
+    outcome.changed += 1;
+
+    let targets: Vec<String> = match snapshot_for_routing {
+        Some(snapshot) => router.matching(&snapshot).map(str::to_owned).collect(),
+        None => deletion_targets(conn, router, &key, existing.as_ref())?,
+    };
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO outbox (target, product_key, desired_hash, idempotency_key, state, attempts,
+                             next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)
+         ON CONFLICT (target, product_key) DO UPDATE SET
+             desired_hash = excluded.desired_hash,
+             idempotency_key = excluded.idempotency_key,
+             state = CASE WHEN outbox.state = 'leased' THEN 'leased' ELSE 'pending' END,
+             attempts = 0,
+             next_attempt_at = excluded.next_attempt_at,
+             last_error = NULL,
+             updated_at = excluded.updated_at",
+    )?;
+    for target in targets {
+        let idempotency = idempotency_key(&target, &key, &hash);
+        upsert.execute(params![target, key, hash.as_str(), idempotency, now])?;
+        outcome.outbox_rows += 1;
+    }
+    Ok(())
+}
+
+/// A deletion goes to the targets the product was routed to (by its last content) and to
+/// any target that holds it or is about to, even if filters changed since.
+fn deletion_targets(
+    conn: &Connection,
+    router: &Router,
+    key: &str,
+    existing: Option<&Existing>,
+) -> Result<Vec<String>, StoreError> {
+    let last_content = existing
+        .and_then(|e| e.snapshot.as_deref())
+        .and_then(|json| serde_json::from_str::<Snapshot>(json).ok());
+    let mut targets: Vec<String> = match &last_content {
+        Some(snapshot) => router.matching(snapshot).map(str::to_owned).collect(),
+        None => router.all().map(str::to_owned).collect(),
+    };
+    let mut holders = conn.prepare_cached(
+        "SELECT target FROM applied WHERE product_key = ?1
+         UNION SELECT target FROM outbox WHERE product_key = ?1",
+    )?;
+    let rows = holders.query_map([key], |row| row.get::<_, String>(0))?;
+    for target in rows {
+        let target = target?;
+        if router.all().any(|t| t == target) && !targets.contains(&target) {
+            targets.push(target);
+        }
+    }
+    Ok(targets)
+}
+
+fn queue_fetch(
+    conn: &Connection,
+    source: &str,
+    change: &ProductChange,
+    key: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let Some(uuid) = change.uuid.as_deref().or(key) else {
+        return Ok(());
+    };
+    conn.prepare_cached(
+        "INSERT INTO fetch_queue (source, uuid, product_key, kind, version, event_id, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (source, uuid) DO UPDATE SET
+             product_key = coalesce(excluded.product_key, fetch_queue.product_key),
+             version = excluded.version,
+             event_id = excluded.event_id,
+             received_at = excluded.received_at
+         WHERE excluded.version >= fetch_queue.version",
+    )?
+    .execute(params![
+        source,
+        uuid,
+        key,
+        kind_name(change.kind),
+        change.version,
+        change.event_id,
+        now
+    ])?;
+    Ok(())
+}
+
+fn kind_name(kind: ProductKind) -> &'static str {
+    match kind {
+        ProductKind::Product => "product",
+        ProductKind::ProductModel => "product_model",
+    }
+}
+
+pub(super) fn prune_inbox(
+    conn: &Connection,
+    older_than_ms: i64,
+    max_rows: u64,
+) -> Result<usize, StoreError> {
+    let mut removed = conn
+        .prepare_cached("DELETE FROM inbox WHERE received_at < ?1")?
+        .execute([older_than_ms])?;
+    if max_rows > 0 {
+        removed += conn
+            .prepare_cached("DELETE FROM inbox WHERE id <= (SELECT max(id) FROM inbox) - ?1")?
+            .execute([max_rows as i64])?;
+    }
+    Ok(removed)
+}
