@@ -1,5 +1,9 @@
-//! pimsync: keeps e-commerce targets in step with a PIM.
+//! pimsync: keeps e-commerce targets in step with a PIM. See DESIGN.md in the shared docs
+//! and the README for the data flow; `daemon::Daemon` is the entry point.
 pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod receiver;
 pub mod route;
+pub mod simulate;
 pub mod store;

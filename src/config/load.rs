@@ -33,3 +33,12 @@ impl Config {
         Err(ConfigErrors(vec![]))
     }
 }
+
+impl Config {
+    pub fn load(_path: &Path) -> Result<Config, ConfigErrors> {
+        Err(ConfigErrors(vec![]))
+    }
+    pub fn summary(&self) -> String {
+        String::new()
+    }
+}

@@ -1,2 +1,8 @@
-//! The webhook receiver.
+//! The webhook receiver: one POST route per configured source. A request is verified
+//! against its raw bytes, parsed into canonical changes, committed, and only then
+//! acknowledged (see the store's durability contract).
+
 pub mod formats;
+mod server;
+
+pub use server::{ReceiverState, router};
