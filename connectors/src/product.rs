@@ -190,8 +190,10 @@ mod tests {
 
     #[test]
     fn equal_content_in_any_order_hashes_equal() {
-        let mut a = Snapshot::default();
-        a.categories = vec!["b".into(), "a".into()];
+        let mut a = Snapshot {
+            categories: vec!["b".into(), "a".into()],
+            ..Default::default()
+        };
         a.values.insert(
             "name".into(),
             vec![
@@ -201,7 +203,9 @@ mod tests {
         );
         let mut b = a.clone();
         b.categories.reverse();
-        b.values.get_mut("name").map(|v| v.reverse());
+        if let Some(names) = b.values.get_mut("name") {
+            names.reverse();
+        }
         assert_eq!(
             ContentHash::of_json(&a.to_canonical_json()),
             ContentHash::of_json(&b.to_canonical_json())

@@ -45,7 +45,10 @@ access_token = "t"
         "PIMSYNC_TEST_UNSET_SECRET",
         "targets[0].shopify.shop: must end in .myshopify.com",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
 }
 
@@ -60,7 +63,11 @@ fn check_config_accepts_a_good_config_and_prints_a_summary_without_secrets() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("/webhooks/akeneo"), "{stdout}");
     assert!(stdout.contains("chairs-store"), "{stdout}");
     for secret in [AKENEO_SECRET, EP_PRIMARY, HMAC_SECRET] {
@@ -91,8 +98,15 @@ fn the_demo_runs_on_embedded_defaults() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("300× 202"), "{stdout}");
-    assert!(stdout.contains("forged signature          → 401"), "{stdout}");
+    assert!(
+        stdout.contains("forged signature          → 401"),
+        "{stdout}"
+    );
     assert!(stdout.contains("→ 200 (duplicate"), "{stdout}");
 }

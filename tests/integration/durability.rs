@@ -69,7 +69,11 @@ async fn every_acknowledged_change_survives_sigkill_mid_load() {
     }
     drop(daemon);
     let acknowledged = acknowledged.lock().await.clone();
-    assert!(acknowledged.len() >= 300, "only {} acknowledged", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 300,
+        "only {} acknowledged",
+        acknowledged.len()
+    );
 
     // Restart on the same database: every acknowledged change is there, with its outbox rows.
     let restarted = Daemon::start(dir.path(), &config);

@@ -38,7 +38,13 @@ fn standard_webhook(id: &str, timestamp: i64, body: &str) -> SignedRequest {
         .unwrap();
     let signature = hmac_sha256(
         &key,
-        &[id.as_bytes(), b".", timestamp.to_string().as_bytes(), b".", body.as_bytes()],
+        &[
+            id.as_bytes(),
+            b".",
+            timestamp.to_string().as_bytes(),
+            b".",
+            body.as_bytes(),
+        ],
     );
     SignedRequest {
         headers: vec![
@@ -80,9 +86,15 @@ async fn every_format_is_verified_parsed_and_committed() {
         now,
         &edit("AK-1", 1_700_000_000_000_000),
     );
-    let (status, body) = sender.post(&daemon.url("/webhooks/akeneo"), &akeneo).await.unwrap();
+    let (status, body) = sender
+        .post(&daemon.url("/webhooks/akeneo"), &akeneo)
+        .await
+        .unwrap();
     assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(product_version(&daemon.db, "AK-1"), Some(1_700_000_000_000_000));
+    assert_eq!(
+        product_version(&daemon.db, "AK-1"),
+        Some(1_700_000_000_000_000)
+    );
 
     // 2. Akeneo Event Platform: a thin event (uuid only) is queued for a fetch; the
     //    secondary secret is accepted too (rotation).
@@ -94,20 +106,33 @@ async fn every_format_is_verified_parsed_and_committed() {
         let request = SignedRequest {
             headers: vec![
                 ("content-type", "application/cloudevents+json".into()),
-                (header, hex::encode(hmac_sha256(secret.as_bytes(), &[event.as_bytes()]))),
+                (
+                    header,
+                    hex::encode(hmac_sha256(secret.as_bytes(), &[event.as_bytes()])),
+                ),
             ],
             body: event.into(),
         };
-        let (status, _) = sender.post(&daemon.url("/webhooks/akeneo-ep"), &request).await.unwrap();
+        let (status, _) = sender
+            .post(&daemon.url("/webhooks/akeneo-ep"), &request)
+            .await
+            .unwrap();
         // The second is the same CloudEvent id: a duplicate.
-        let expected = if header.ends_with("primary") { 202 } else { 200 };
+        let expected = if header.ends_with("primary") {
+            202
+        } else {
+            200
+        };
         assert_eq!(status, expected, "{header}");
     }
     assert_eq!(count(&daemon.db, "SELECT count(*) FROM fetch_queue"), 1);
 
     // 3. Standard Webhooks with pimsync's payload.
     let request = standard_webhook("msg_1", now, &pimsync_payload("SW-1", 7));
-    let (status, _) = sender.post(&daemon.url("/webhooks/standard"), &request).await.unwrap();
+    let (status, _) = sender
+        .post(&daemon.url("/webhooks/standard"), &request)
+        .await
+        .unwrap();
     assert_eq!(status, 202);
     assert_eq!(product_version(&daemon.db, "SW-1"), Some(7));
 
@@ -119,20 +144,32 @@ async fn every_format_is_verified_parsed_and_committed() {
             ("x-github-delivery", "delivery-1".into()),
             (
                 "x-hub-signature-256",
-                format!("sha256={}", hex::encode(hmac_sha256(HMAC_SECRET.as_bytes(), &[body.as_bytes()]))),
+                format!(
+                    "sha256={}",
+                    hex::encode(hmac_sha256(HMAC_SECRET.as_bytes(), &[body.as_bytes()]))
+                ),
             ),
         ],
         body: body.into(),
     };
-    let (status, _) = sender.post(&daemon.url("/webhooks/hmac"), &request).await.unwrap();
+    let (status, _) = sender
+        .post(&daemon.url("/webhooks/hmac"), &request)
+        .await
+        .unwrap();
     assert_eq!(status, 202);
-    let (status, _) = sender.post(&daemon.url("/webhooks/hmac"), &request).await.unwrap();
+    let (status, _) = sender
+        .post(&daemon.url("/webhooks/hmac"), &request)
+        .await
+        .unwrap();
     assert_eq!(status, 200, "same X-GitHub-Delivery: duplicate");
     assert_eq!(product_version(&daemon.db, "GH-1"), Some(3));
 
     // Routing: chairs reach all three targets.
     assert_eq!(
-        count(&daemon.db, "SELECT count(*) FROM outbox WHERE product_key = 'GH-1'"),
+        count(
+            &daemon.db,
+            "SELECT count(*) FROM outbox WHERE product_key = 'GH-1'"
+        ),
         3
     );
     // The inbox keeps the raw body and the chosen headers, never the signature.
@@ -150,7 +187,10 @@ async fn every_format_is_verified_parsed_and_committed() {
 #[tokio::test]
 async fn rejected_requests_get_the_right_status_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(dir.path(), &config_text(dir.path(), "body_limit = 4096", ""));
+    let daemon = Daemon::start(
+        dir.path(),
+        &config_text(dir.path(), "body_limit = 4096", ""),
+    );
     let sender = Sender::default();
     let url = daemon.url("/webhooks/akeneo");
     let now = simulate::unix_now();
@@ -161,14 +201,19 @@ async fn rejected_requests_get_the_right_status_and_store_nothing() {
     assert_eq!(sender.post(&url, &forged).await.unwrap().0, 401);
     // Missing signature.
     let mut unsigned = good.clone();
-    unsigned.headers.retain(|(name, _)| *name != "x-akeneo-request-signature");
+    unsigned
+        .headers
+        .retain(|(name, _)| *name != "x-akeneo-request-signature");
     assert_eq!(sender.post(&url, &unsigned).await.unwrap().0, 401);
     // Body changed after signing.
     let mut tampered = good.clone();
-    tampered.body = String::from_utf8_lossy(&good.body).replace("19.99", "0.01").into();
+    tampered.body = String::from_utf8_lossy(&good.body)
+        .replace("19.99", "0.01")
+        .into();
     assert_eq!(sender.post(&url, &tampered).await.unwrap().0, 401);
     // Stale: signed ten minutes ago (a replay).
-    let stale = simulate::akeneo_product_updated(AKENEO_SECRET.as_bytes(), now - 600, &edit("R-1", 1));
+    let stale =
+        simulate::akeneo_product_updated(AKENEO_SECRET.as_bytes(), now - 600, &edit("R-1", 1));
     assert_eq!(sender.post(&url, &stale).await.unwrap().0, 401);
     // Correctly signed, but not JSON.
     let garbage = simulate::akeneo_signed(AKENEO_SECRET.as_bytes(), now, b"{not json".to_vec());
@@ -179,7 +224,10 @@ async fn rejected_requests_get_the_right_status_and_store_nothing() {
     let big = simulate::akeneo_product_updated(
         AKENEO_SECRET.as_bytes(),
         now,
-        &Edit { body_size: 8192, ..edit("R-1", 1) },
+        &Edit {
+            body_size: 8192,
+            ..edit("R-1", 1)
+        },
     );
     assert_eq!(sender.post(&url, &big).await.unwrap().0, 413);
     // Akeneo's empty test request when a connection is saved.
@@ -188,7 +236,14 @@ async fn rejected_requests_get_the_right_status_and_store_nothing() {
     // Standard Webhooks: a valid signature on a different id fails.
     let mut wrong_id = standard_webhook("msg_a", now, &pimsync_payload("R-2", 1));
     wrong_id.headers[1].1 = "msg_b".into();
-    assert_eq!(sender.post(&daemon.url("/webhooks/standard"), &wrong_id).await.unwrap().0, 401);
+    assert_eq!(
+        sender
+            .post(&daemon.url("/webhooks/standard"), &wrong_id)
+            .await
+            .unwrap()
+            .0,
+        401
+    );
 
     assert_eq!(count(&daemon.db, "SELECT count(*) FROM inbox"), 0);
     assert_eq!(count(&daemon.db, "SELECT count(*) FROM products"), 0);
@@ -233,7 +288,10 @@ async fn a_full_store_answers_503_with_retry_after_and_acknowledges_nothing() {
         let request = simulate::akeneo_product_updated(
             AKENEO_SECRET.as_bytes(),
             now,
-            &Edit { body_size: 64 * 1024, ..edit(&key, 1) },
+            &Edit {
+                body_size: 64 * 1024,
+                ..edit(&key, 1)
+            },
         );
         let (status, _) = sender.post(&url, &request).await.unwrap();
         match status {
@@ -250,7 +308,14 @@ async fn a_full_store_answers_503_with_retry_after_and_acknowledges_nothing() {
     let stored = count(&daemon.db, "SELECT count(*) FROM products");
     assert_eq!(stored as usize, accepted.len());
     // Small requests still work: pimsync recovers by itself when space allows.
-    let small = simulate::akeneo_product_updated(AKENEO_SECRET.as_bytes(), now, &Edit { body_size: 0, ..edit("small", 1) });
+    let small = simulate::akeneo_product_updated(
+        AKENEO_SECRET.as_bytes(),
+        now,
+        &Edit {
+            body_size: 0,
+            ..edit("small", 1)
+        },
+    );
     let (status, _) = sender.post(&url, &small).await.unwrap();
     assert!(status == 202 || status == 503, "{status}");
 }
@@ -271,7 +336,10 @@ async fn edits_coalesce_and_old_events_are_dropped() {
             let request = simulate::akeneo_product_updated(
                 AKENEO_SECRET.as_bytes(),
                 now,
-                &Edit { price_cents: 1000 + n, ..edit("HOT", base + n) },
+                &Edit {
+                    price_cents: 1000 + n,
+                    ..edit("HOT", base + n)
+                },
             );
             sender.post(&url, &request).await.unwrap().0
         }));
@@ -280,20 +348,40 @@ async fn edits_coalesce_and_old_events_are_dropped() {
         assert_eq!(task.await.unwrap(), 202);
     }
     // 100 edits → one outbox row per target, at the last version.
-    assert_eq!(count(&daemon.db, "SELECT count(*) FROM outbox WHERE product_key = 'HOT'"), 3);
+    assert_eq!(
+        count(
+            &daemon.db,
+            "SELECT count(*) FROM outbox WHERE product_key = 'HOT'"
+        ),
+        3
+    );
     assert_eq!(product_version(&daemon.db, "HOT"), Some(base + 99));
     let snapshot: String = db(&daemon.db)
-        .query_row("SELECT snapshot FROM products WHERE product_key = 'HOT'", [], |r| r.get(0))
+        .query_row(
+            "SELECT snapshot FROM products WHERE product_key = 'HOT'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    assert!(snapshot.contains("10.99"), "the last edit's price wins: {snapshot}");
+    assert!(
+        snapshot.contains("10.99"),
+        "the last edit's price wins: {snapshot}"
+    );
     // A late, older event is acknowledged and dropped.
     let late = simulate::akeneo_product_updated(
         AKENEO_SECRET.as_bytes(),
         now,
-        &Edit { price_cents: 1, ..edit("HOT", base - 1) },
+        &Edit {
+            price_cents: 1,
+            ..edit("HOT", base - 1)
+        },
     );
     let (status, body) = sender.post(&url, &late).await.unwrap();
     assert_eq!(status, 202);
-    assert!(String::from_utf8_lossy(&body).contains("\"stale\":1"), "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("\"stale\":1"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     assert_eq!(product_version(&daemon.db, "HOT"), Some(base + 99));
 }
