@@ -1,2 +1,3 @@
 //! The webhook receiver.
 pub mod formats;
+pub mod signature;
