@@ -4,5 +4,6 @@
 
 pub mod formats;
 mod server;
+pub mod signature;
 
 pub use server::{ReceiverState, router};
