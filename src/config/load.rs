@@ -219,12 +219,14 @@ fn read_store(mut s: Section<'_, '_>) -> Option<StoreConfig> {
 }
 
 fn read_sources(root: &mut Section<'_, '_>) -> Option<Vec<super::SourceConfig>> {
-    let sections = root.tables("sources");
-    if sections.is_empty() && !root.has("sources") {
-        root.invalid("sources", "at least one [[sources]] entry is required");
-    } else if sections.is_empty() {
-        root.invalid("sources", "at least one source is required");
+    match root.array_len("sources") {
+        None if !root.has("sources") => {
+            root.invalid("sources", "at least one [[sources]] entry is required");
+        }
+        Some(0) => root.invalid("sources", "at least one source is required"),
+        _ => {}
     }
+    let sections = root.tables("sources");
     let mut names = Unique::default();
     let mut paths = Unique::default();
     let mut out = Some(Vec::new());

@@ -228,6 +228,14 @@ impl<'a, 'i> Section<'a, 'i> {
         self.table.get(key)
     }
 
+    /// The length of an array value; None if the key is absent or not an array.
+    pub fn array_len(&self, key: &str) -> Option<usize> {
+        match self.table.get(key).map(Spanned::get_ref) {
+            Some(DeValue::Array(items)) => Some(items.len()),
+            _ => None,
+        }
+    }
+
     /// Marks a key as handled without listing it as expected here (e.g. a key that belongs
     /// to another format, already reported).
     pub fn skip(&mut self, key: &'static str) {

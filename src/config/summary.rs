@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{Config, SourceFormat, TargetFilter, TargetKind};
+use super::{Config, SignatureEncoding, SourceFormat, TargetFilter, TargetKind};
 
 impl Config {
     pub fn summary(&self) -> String {
@@ -68,7 +68,11 @@ impl Config {
                     delivery_id_header,
                     ..
                 } => {
-                    let mut d = format!("header {header}, {encoding:?}").to_lowercase();
+                    let encoding = match encoding {
+                        SignatureEncoding::Hex => "hex",
+                        SignatureEncoding::Base64 => "base64",
+                    };
+                    let mut d = format!("header {header}, {encoding}");
                     if let Some(prefix) = prefix {
                         let _ = write!(d, ", prefix \"{prefix}\"");
                     }
