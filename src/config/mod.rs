@@ -18,6 +18,9 @@ mod summary;
 mod targets;
 pub use load::{ConfigError, ConfigErrors, Environment, SystemEnvironment};
 
+#[cfg(test)]
+mod tests;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
