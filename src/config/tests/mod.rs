@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::*;
 
+mod example;
 mod secrets;
 mod sources;
 mod targets;
