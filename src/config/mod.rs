@@ -9,9 +9,17 @@ use std::time::Duration;
 mod secret;
 pub use secret::Secret;
 
-// Parsing lives in `load.rs` (the key-path collecting reader); see `Config::from_toml_str`.
+// Parsing lives in `load.rs` (entry points, server, store), `sources.rs` and `targets.rs`,
+// on top of the key-path collecting reader in `reader.rs`; see `Config::from_toml_str`.
 mod load;
-pub use load::{ConfigError, ConfigErrors, Environment};
+mod reader;
+mod sources;
+mod summary;
+mod targets;
+pub use load::{ConfigError, ConfigErrors, Environment, SystemEnvironment};
+
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -110,10 +110,15 @@ fn apply_change(
     let change = &prepared.change;
     let key = match (&change.key, &change.uuid) {
         (Some(key), _) => Some(key.clone()),
-        (None, Some(uuid)) => conn
-            .prepare_cached("SELECT product_key FROM products WHERE uuid = ?1 LIMIT 1")?
-            .query_row([uuid], |row| row.get::<_, String>(0))
-            .optional()?,
+        (None, Some(uuid)) => {
+            let known = conn
+                .prepare_cached("SELECT product_key FROM products WHERE uuid = ?1 LIMIT 1")?
+                .query_row([uuid], |row| row.get::<_, String>(0))
+                .optional()?;
+            // A product without an identifier (Akeneo 7 allows them) is keyed by its uuid.
+            let has_content = matches!(change.body, ChangeBody::Full(_) | ChangeBody::Partial(_));
+            known.or_else(|| has_content.then(|| uuid.clone()))
+        }
         (None, None) => None,
     };
     let existing = match &key {

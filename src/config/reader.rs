@@ -1,0 +1,533 @@
+//! A hand-walked TOML reader that records every problem with its key path instead of stopping
+//! at the first one (as serde derive would), so an operator fixes a config in one round trip.
+//!
+//! Values come from `toml::de::DeTable`, which keeps the byte span of every key and value;
+//! errors carry the span start so they can be reported in file order even though the
+//! table itself is sorted by key.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::load::{ConfigError, Environment};
+use super::secret::Secret;
+
+pub(super) type Value<'i> = Spanned<DeValue<'i>>;
+
+/// State shared by every section of one load: the errors so far and where secrets and
+/// relative paths are resolved.
+pub(super) struct Ctx<'e> {
+    errors: RefCell<Vec<(usize, ConfigError)>>,
+    env: &'e dyn Environment,
+    base_dir: &'e Path,
+}
+
+/// A value read from a list, with the path and position its errors should carry.
+pub(super) struct Item<T> {
+    pub path: String,
+    pub pos: usize,
+    pub value: T,
+}
+
+impl<'e> Ctx<'e> {
+    pub fn new(env: &'e dyn Environment, base_dir: &'e Path) -> Ctx<'e> {
+        Ctx {
+            errors: RefCell::new(Vec::new()),
+            env,
+            base_dir,
+        }
+    }
+
+    /// Records an error; `pos` is the byte offset it is sorted by.
+    pub fn error(&self, pos: usize, path: impl Into<String>, message: impl Into<String>) {
+        let error = ConfigError {
+            path: path.into(),
+            message: message.into(),
+        };
+        self.errors.borrow_mut().push((pos, error));
+    }
+
+    pub fn has_errors(&self) -> bool {
+        !self.errors.borrow().is_empty()
+    }
+
+    /// Every error, in file order (errors at the same place keep the order they were found).
+    pub fn into_errors(self) -> Vec<ConfigError> {
+        let mut errors = self.errors.into_inner();
+        errors.sort_by_key(|(pos, _)| *pos);
+        errors.into_iter().map(|(_, e)| e).collect()
+    }
+
+    pub fn resolve_path(&self, path: &str) -> PathBuf {
+        self.base_dir.join(path)
+    }
+
+    /// Resolves a secret written as an inline string, `{ env = "NAME" }`, `{ file = "PATH" }`
+    /// or `{ credential = "NAME" }`. Messages name the variable, file or credential but
+    /// never include a value.
+    pub fn secret(&self, path: &str, value: &Value<'_>) -> Option<Secret> {
+        let pos = value.span().start;
+        let bytes = match value.get_ref() {
+            DeValue::String(s) => s.as_bytes().to_vec(),
+            DeValue::Table(table) => {
+                let mut sec = Section::new(self, path.to_string(), table, pos);
+                let env = sec.optional_str("env");
+                let file = sec.optional_str("file");
+                let credential = sec.optional_str("credential");
+                sec.finish();
+                match (env, file, credential) {
+                    (Some(name), None, None) => self.secret_from_env(path, pos, &name)?,
+                    (None, Some(file), None) => self.secret_from_file(path, pos, &file)?,
+                    (None, None, Some(name)) => self.secret_from_credential(path, pos, &name)?,
+                    _ => {
+                        let msg = "set exactly one of env, file or credential";
+                        self.error(pos, path, msg);
+                        return None;
+                    }
+                }
+            }
+            other => {
+                let msg = format!(
+                    "expected a string or a table like {{ env = \"NAME\" }}, found {}",
+                    type_name(other)
+                );
+                self.error(pos, path, msg);
+                return None;
+            }
+        };
+        if bytes.is_empty() {
+            self.error(pos, path, "secret must not be empty");
+            return None;
+        }
+        Some(Secret::new(bytes))
+    }
+
+    fn secret_from_env(&self, path: &str, pos: usize, name: &str) -> Option<Vec<u8>> {
+        match self.env.var(name) {
+            Some(value) if value.is_empty() => {
+                self.error(pos, path, format!("environment variable {name} is empty"));
+                None
+            }
+            Some(value) => Some(value.into_bytes()),
+            None => {
+                self.error(pos, path, format!("environment variable {name} is not set"));
+                None
+            }
+        }
+    }
+
+    fn secret_from_file(&self, path: &str, pos: usize, file: &str) -> Option<Vec<u8>> {
+        let file = self.resolve_path(file);
+        let shown = file.display();
+        match self.env.read_file(&file) {
+            Ok(bytes) => non_empty(trim_newline(bytes)).or_else(|| {
+                self.error(pos, path, format!("secret file {shown} is empty"));
+                None
+            }),
+            Err(e) => {
+                self.error(pos, path, format!("cannot read secret file {shown}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// systemd passes credentials (`LoadCredential=`, `SetCredential=`) as files in
+    /// `$CREDENTIALS_DIRECTORY`, which is only set for a service started with them.
+    fn secret_from_credential(&self, path: &str, pos: usize, name: &str) -> Option<Vec<u8>> {
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            let msg = "invalid credential name (a file name in $CREDENTIALS_DIRECTORY)";
+            self.error(pos, path, msg);
+            return None;
+        }
+        let Some(dir) = self.env.var("CREDENTIALS_DIRECTORY") else {
+            let msg = format!(
+                "credential {name} requested but $CREDENTIALS_DIRECTORY is not set \
+                 (run under systemd with LoadCredential={name}:… or use env/file)"
+            );
+            self.error(pos, path, msg);
+            return None;
+        };
+        let file = Path::new(&dir).join(name);
+        match self.env.read_file(&file) {
+            Ok(bytes) => non_empty(trim_newline(bytes)).or_else(|| {
+                self.error(pos, path, format!("credential {name} is empty"));
+                None
+            }),
+            Err(e) => {
+                let msg = format!("cannot read credential {name} ({}): {e}", file.display());
+                self.error(pos, path, msg);
+                None
+            }
+        }
+    }
+}
+
+/// Files written by editors and `echo` end in a newline that is not part of the secret.
+fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    bytes
+}
+
+fn non_empty(bytes: Vec<u8>) -> Option<Vec<u8>> {
+    (!bytes.is_empty()).then_some(bytes)
+}
+
+/// One TOML table being read. Every key asked for is remembered, so `finish` can report the
+/// keys nobody asked for and list the ones that are expected.
+pub(super) struct Section<'a, 'i> {
+    ctx: &'a Ctx<'a>,
+    path: String,
+    table: &'a DeTable<'i>,
+    /// Where errors about the table as a whole (missing keys) are sorted.
+    pos: usize,
+    expected: Vec<&'static str>,
+    consumed: Vec<&'static str>,
+}
+
+impl<'a, 'i> Section<'a, 'i> {
+    pub fn new(ctx: &'a Ctx<'a>, path: String, table: &'a DeTable<'i>, pos: usize) -> Self {
+        Section {
+            ctx,
+            path,
+            table,
+            pos,
+            expected: Vec::new(),
+            consumed: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn ctx(&self) -> &'a Ctx<'a> {
+        self.ctx
+    }
+
+    pub fn key_path(&self, key: &str) -> String {
+        join_key(&self.path, key)
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.table.contains_key(key)
+    }
+
+    fn take(&mut self, key: &'static str) -> Option<&'a Value<'i>> {
+        if !self.expected.contains(&key) {
+            self.expected.push(key);
+        }
+        self.skip(key);
+        self.table.get(key)
+    }
+
+    /// The length of an array value; None if the key is absent or not an array.
+    pub fn array_len(&self, key: &str) -> Option<usize> {
+        match self.table.get(key).map(Spanned::get_ref) {
+            Some(DeValue::Array(items)) => Some(items.len()),
+            _ => None,
+        }
+    }
+
+    /// Marks a key as handled without listing it as expected here (e.g. a key that belongs
+    /// to another format, already reported).
+    pub fn skip(&mut self, key: &'static str) {
+        if !self.consumed.contains(&key) {
+            self.consumed.push(key);
+        }
+    }
+
+    /// Reports a problem with a key's value, at the key's place in the file.
+    pub fn invalid(&self, key: &str, message: impl Into<String>) {
+        let pos = self.table.get(key).map_or(self.pos, |v| v.span().start);
+        self.ctx.error(pos, self.key_path(key), message);
+    }
+
+    fn missing(&self, key: &str) {
+        self.ctx
+            .error(self.pos, self.key_path(key), "missing required key");
+    }
+
+    fn wrong_type(&self, key: &str, expected: &str, found: &Value<'_>) {
+        let found = type_name(found.get_ref());
+        self.invalid(key, format!("expected {expected}, found {found}"));
+    }
+
+    pub fn optional_str(&mut self, key: &'static str) -> Option<String> {
+        let value = self.take(key)?;
+        match value.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            _ => {
+                self.wrong_type(key, "a string", value);
+                None
+            }
+        }
+    }
+
+    pub fn required_str(&mut self, key: &'static str) -> Option<String> {
+        if !self.has(key) {
+            self.take(key);
+            self.missing(key);
+            return None;
+        }
+        self.optional_str(key)
+    }
+
+    pub fn bool(&mut self, key: &'static str, default: bool) -> bool {
+        match self.take(key) {
+            None => default,
+            Some(value) => match value.get_ref() {
+                DeValue::Boolean(b) => *b,
+                _ => {
+                    self.wrong_type(key, "true or false", value);
+                    default
+                }
+            },
+        }
+    }
+
+    /// A non-negative integer.
+    pub fn integer(&mut self, key: &'static str, default: u64) -> u64 {
+        let Some(value) = self.take(key) else {
+            return default;
+        };
+        match value.get_ref() {
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) if n >= 0 => n.unsigned_abs(),
+                Ok(_) => {
+                    self.invalid(key, "must not be negative");
+                    default
+                }
+                Err(_) => {
+                    self.invalid(key, "integer out of range");
+                    default
+                }
+            },
+            _ => {
+                self.wrong_type(key, "an integer", value);
+                default
+            }
+        }
+    }
+
+    /// A duration such as "30s", "5m", "7d" or "1h 30m".
+    pub fn duration(&mut self, key: &'static str, default: Duration) -> Duration {
+        let Some(value) = self.take(key) else {
+            return default;
+        };
+        let DeValue::String(s) = value.get_ref() else {
+            self.wrong_type(key, "a duration string like \"30s\"", value);
+            return default;
+        };
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) => d,
+            Err(_) => {
+                let msg =
+                    format!("invalid duration \"{s}\" (expected e.g. \"30s\", \"5m\", \"7d\")");
+                self.invalid(key, msg);
+                default
+            }
+        }
+    }
+
+    /// A byte count: an integer, or a string like "512KiB", "1MiB", "10MB".
+    pub fn size(&mut self, key: &'static str, default: u64) -> u64 {
+        let Some(value) = self.take(key) else {
+            return default;
+        };
+        match value.get_ref() {
+            DeValue::Integer(_) => self.integer(key, default),
+            DeValue::String(s) => parse_size(s).unwrap_or_else(|| {
+                let msg =
+                    format!("invalid size \"{s}\" (expected e.g. 1048576, \"512KiB\", \"1MiB\")");
+                self.invalid(key, msg);
+                default
+            }),
+            _ => {
+                self.wrong_type(key, "a size like \"1MiB\" or an integer", value);
+                default
+            }
+        }
+    }
+
+    pub fn string_list(&mut self, key: &'static str) -> Vec<String> {
+        let Some(value) = self.take(key) else {
+            return Vec::new();
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.wrong_type(key, "an array of strings", value);
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match item.get_ref() {
+                DeValue::String(s) => out.push(s.to_string()),
+                other => {
+                    let msg = format!("expected a string, found {}", type_name(other));
+                    let path = format!("{}[{i}]", self.key_path(key));
+                    self.ctx.error(item.span().start, path, msg);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn optional_secret(&mut self, key: &'static str) -> Option<Secret> {
+        let value = self.take(key)?;
+        self.ctx.secret(&self.key_path(key), value)
+    }
+
+    pub fn secret(&mut self, key: &'static str) -> Option<Secret> {
+        if !self.has(key) {
+            self.take(key);
+            self.missing(key);
+            return None;
+        }
+        self.optional_secret(key)
+    }
+
+    /// A required, non-empty array of secrets. Items that fail to resolve are reported and
+    /// left out.
+    pub fn secret_list(&mut self, key: &'static str) -> Vec<Item<Secret>> {
+        let Some(value) = self.take(key) else {
+            self.missing(key);
+            return Vec::new();
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.wrong_type(key, "an array of secrets", value);
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.invalid(key, "at least one secret is required");
+        }
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("{}[{i}]", self.key_path(key));
+            if let Some(secret) = self.ctx.secret(&path, item) {
+                let pos = item.span().start;
+                out.push(Item {
+                    path,
+                    pos,
+                    value: secret,
+                });
+            }
+        }
+        out
+    }
+
+    pub fn subsection(&mut self, key: &'static str) -> Option<Section<'a, 'i>> {
+        let value = self.take(key)?;
+        match value.get_ref() {
+            DeValue::Table(table) => Some(Section::new(
+                self.ctx,
+                self.key_path(key),
+                table,
+                value.span().start,
+            )),
+            _ => {
+                self.wrong_type(key, "a table", value);
+                None
+            }
+        }
+    }
+
+    /// An array of tables (`[[key]]`), each with the path `key[i]`.
+    pub fn tables(&mut self, key: &'static str) -> Vec<Section<'a, 'i>> {
+        let Some(value) = self.take(key) else {
+            return Vec::new();
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.wrong_type(key, &format!("an array of tables ([[{key}]])"), value);
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("{}[{i}]", self.key_path(key));
+            match item.get_ref() {
+                DeValue::Table(table) => {
+                    out.push(Section::new(self.ctx, path, table, item.span().start));
+                }
+                other => {
+                    let msg = format!("expected a table, found {}", type_name(other));
+                    self.ctx.error(item.span().start, path, msg);
+                }
+            }
+        }
+        out
+    }
+
+    /// Reports every key that was not read, with the keys this table accepts.
+    pub fn finish(self) {
+        let expected = self.expected.join(", ");
+        for (key, _) in self.table.iter() {
+            if self.consumed.contains(&key.get_ref().as_ref()) {
+                continue;
+            }
+            let msg = if expected.is_empty() {
+                "unknown key".to_string()
+            } else {
+                format!("unknown key (expected one of: {expected})")
+            };
+            self.ctx
+                .error(key.span().start, self.key_path(key.get_ref()), msg);
+        }
+    }
+}
+
+/// `parent.key`, quoting keys that are not bare TOML keys so the path can be pasted back.
+fn join_key(parent: &str, key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let key = if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    };
+    if parent.is_empty() {
+        key
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+fn type_name(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a datetime",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// "1MiB", "512 KiB", "10MB", "4096B", "4096". Binary and decimal units, case-insensitive.
+pub(super) fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.replace('_', "").parse().ok()?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1000 * 1000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1000 * 1000 * 1000,
+        "gib" | "g" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}

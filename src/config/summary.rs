@@ -1,0 +1,150 @@
+//! What `pimsync check-config` prints: enough to confirm the daemon will do what the operator
+//! meant, and safe to paste into a ticket (no secret, not even its length).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::{Config, SignatureEncoding, SourceFormat, TargetFilter, TargetKind};
+
+impl Config {
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write_summary(&mut out);
+        out
+    }
+
+    fn write_summary(&self, out: &mut String) -> std::fmt::Result {
+        let server = &self.server;
+        writeln!(out, "server:")?;
+        writeln!(out, "  listen           {}", server.listen)?;
+        writeln!(
+            out,
+            "  body limit       {}",
+            bytes(server.body_limit as u64)
+        )?;
+        writeln!(
+            out,
+            "  request timeout  {}",
+            duration(server.request_timeout)
+        )?;
+        writeln!(
+            out,
+            "  shutdown grace   {}",
+            duration(server.shutdown_grace)
+        )?;
+
+        let store = &self.store;
+        writeln!(out, "store:")?;
+        writeln!(out, "  path             {}", store.path.display())?;
+        let rows = match store.inbox_max_rows {
+            0 => "no row limit".to_string(),
+            n => format!("at most {n} rows"),
+        };
+        let retention = duration(store.inbox_retention);
+        writeln!(out, "  inbox            kept {retention}, {rows}")?;
+        writeln!(out, "  max batch        {}", store.max_batch)?;
+        writeln!(out, "  queue capacity   {}", store.queue_capacity)?;
+        match store.max_size {
+            0 => writeln!(out, "  max size         no limit")?,
+            n => writeln!(out, "  max size         {n} bytes")?,
+        }
+
+        writeln!(out, "sources ({}):", self.sources.len())?;
+        for source in &self.sources {
+            let detail = match &source.format {
+                SourceFormat::Akeneo { tolerance, .. } => {
+                    format!("tolerance {}", duration(*tolerance))
+                }
+                SourceFormat::AkeneoEventPlatform { secondary, .. } => match secondary {
+                    Some(_) => "primary and secondary secret".to_string(),
+                    None => "primary secret".to_string(),
+                },
+                SourceFormat::StandardWebhooks { secrets, tolerance } => format!(
+                    "{} secret(s), tolerance {}",
+                    secrets.len(),
+                    duration(*tolerance)
+                ),
+                SourceFormat::Hmac {
+                    header,
+                    prefix,
+                    encoding,
+                    delivery_id_header,
+                    ..
+                } => {
+                    let encoding = match encoding {
+                        SignatureEncoding::Hex => "hex",
+                        SignatureEncoding::Base64 => "base64",
+                    };
+                    let mut d = format!("header {header}, {encoding}");
+                    if let Some(prefix) = prefix {
+                        let _ = write!(d, ", prefix \"{prefix}\"");
+                    }
+                    if let Some(h) = delivery_id_header {
+                        let _ = write!(d, ", delivery id from {h}");
+                    }
+                    d
+                }
+            };
+            writeln!(
+                out,
+                "  {}  POST {}  {} ({detail})",
+                source.name,
+                source.path,
+                source.format.name()
+            )?;
+        }
+
+        writeln!(out, "targets ({}):", self.targets.len())?;
+        for target in &self.targets {
+            let destination = match &target.kind {
+                TargetKind::Log { path: None } => "to stdout".to_string(),
+                TargetKind::Log { path: Some(path) } => format!("to {}", path.display()),
+                TargetKind::Shopify {
+                    shop, api_version, ..
+                } => format!("{shop} (API {api_version})"),
+                TargetKind::Magento { base_url, .. } => super::targets::url_host(base_url).into(),
+            };
+            writeln!(
+                out,
+                "  {}  {} {destination}; {}",
+                target.name,
+                target.kind.name(),
+                filter(&target.filter)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn filter(f: &TargetFilter) -> String {
+    let mut parts = Vec::new();
+    if !f.families.is_empty() {
+        parts.push(format!("families {}", f.families.join(", ")));
+    }
+    if !f.categories.is_empty() {
+        parts.push(format!("categories {}", f.categories.join(", ")));
+    }
+    if f.enabled_only {
+        parts.push("enabled only".to_string());
+    }
+    if parts.is_empty() {
+        "all products".to_string()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: &[(u64, &str)] = &[(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for &(size, unit) in UNITS {
+        if n >= size && n % size == 0 {
+            return format!("{} {unit}", n / size);
+        }
+    }
+    format!("{n} bytes")
+}

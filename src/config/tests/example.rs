@@ -1,0 +1,79 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::{TestEnv, load_with};
+use crate::config::{SourceFormat, TargetKind};
+
+const EXAMPLE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml.example"));
+
+/// Everything the example refers to, as systemd and the operator would provide it.
+fn example_env() -> TestEnv {
+    TestEnv::default()
+        .var("AKENEO_SECRET", "akeneo-secret")
+        .var("AKENEO_EVENTS_SECONDARY_SECRET", "aep-secondary")
+        .var(
+            "CATALOG_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .var("SHOPIFY_EU_TOKEN", "shpat_example")
+        .var("MAGENTO_TOKEN", "magento-token")
+        .var("CREDENTIALS_DIRECTORY", "/run/credentials/pimsync.service")
+        .file(
+            "/run/credentials/pimsync.service/akeneo-event-platform",
+            "aep-primary\n",
+        )
+        .file("/etc/pimsync/secrets/erp-webhook", "erp-secret\n")
+}
+
+#[test]
+fn example_config_parses() {
+    let config = load_with(EXAMPLE, &example_env());
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.server.body_limit, 1 << 20);
+    assert_eq!(config.store.path, Path::new("/var/lib/pimsync/pimsync.db"));
+    assert_eq!(config.store.inbox_retention, Duration::from_secs(7 * 86400));
+
+    let formats: Vec<_> = config.sources.iter().map(|s| s.format.name()).collect();
+    assert_eq!(
+        formats,
+        [
+            "akeneo",
+            "akeneo-event-platform",
+            "standard-webhooks",
+            "hmac"
+        ]
+    );
+    let SourceFormat::AkeneoEventPlatform { primary, secondary } = &config.sources[1].format else {
+        panic!("akeneo-event-platform")
+    };
+    assert_eq!(primary.expose(), b"aep-primary");
+    assert!(secondary.is_some());
+
+    let kinds: Vec<_> = config.targets.iter().map(|t| t.kind.name()).collect();
+    assert_eq!(kinds, ["log", "shopify", "magento"]);
+    assert!(
+        matches!(&config.targets[0].kind, TargetKind::Log { path: Some(p) } if p == Path::new("/var/log/pimsync/audit.jsonl"))
+    );
+    assert!(config.targets[1].filter.enabled_only);
+}
+
+#[test]
+fn example_without_the_environment_names_each_missing_secret() {
+    let errors = super::errors(EXAMPLE);
+    let paths: Vec<_> = errors
+        .iter()
+        .filter_map(|e| e.split_once(':').map(|(path, _)| path))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "sources[0].secret",
+            "sources[1].primary_secret",
+            "sources[1].secondary_secret",
+            "sources[2].secrets[0]",
+            "sources[3].secret",
+            "targets[1].shopify.access_token",
+            "targets[2].magento.access_token",
+        ]
+    );
+}

@@ -1,0 +1,234 @@
+use std::path::Path;
+
+use super::{SOURCE, TestEnv, errors, errors_with, load, load_with};
+use crate::config::TargetKind;
+
+#[test]
+fn log_target_defaults_to_stdout_and_resolves_its_path() {
+    let text = format!(
+        r#"{SOURCE}
+[[targets]]
+name = "stdout"
+kind = "log"
+
+[[targets]]
+name = "file"
+kind = "log"
+log = {{ path = "logs/out.jsonl" }}
+"#
+    );
+    let config = load(&text);
+    assert!(matches!(
+        config.targets[0].kind,
+        TargetKind::Log { path: None }
+    ));
+    let TargetKind::Log { path: Some(path) } = &config.targets[1].kind else {
+        panic!("log with path")
+    };
+    assert_eq!(path, Path::new("/etc/pimsync/logs/out.jsonl"));
+    let filter = &config.targets[0].filter;
+    assert!(filter.families.is_empty() && filter.categories.is_empty() && !filter.enabled_only);
+}
+
+#[test]
+fn shopify_and_magento_targets_with_filters() {
+    let env = TestEnv::default().var("TOKEN", "t");
+    let text = format!(
+        r#"{SOURCE}
+[[targets]]
+name = "shop"
+kind = "shopify"
+[targets.filter]
+families = ["shoes", "hats"]
+categories = ["eu"]
+enabled_only = true
+[targets.shopify]
+shop = "Example-EU.myshopify.com"
+access_token = {{ env = "TOKEN" }}
+
+[[targets]]
+name = "magento"
+kind = "magento"
+[targets.magento]
+base_url = "http://localhost:8081"
+access_token = "m"
+"#
+    );
+    let config = load_with(&text, &env);
+    let shop = &config.targets[0];
+    assert_eq!(shop.filter.families, ["shoes", "hats"]);
+    assert_eq!(shop.filter.categories, ["eu"]);
+    assert!(shop.filter.enabled_only);
+    let TargetKind::Shopify {
+        shop,
+        api_version,
+        access_token,
+    } = &shop.kind
+    else {
+        panic!("shopify")
+    };
+    assert_eq!(shop, "example-eu.myshopify.com");
+    assert_eq!(api_version, "2026-04");
+    assert_eq!(access_token.expose(), b"t");
+    let TargetKind::Magento {
+        base_url,
+        access_token,
+    } = &config.targets[1].kind
+    else {
+        panic!("magento")
+    };
+    assert_eq!(base_url, "http://localhost:8081");
+    assert_eq!(access_token.expose(), b"m");
+}
+
+fn shopify(shop: &str, api_version: &str) -> String {
+    format!(
+        r#"{SOURCE}
+[[targets]]
+name = "shop"
+kind = "shopify"
+[targets.shopify]
+shop = "{shop}"
+api_version = "{api_version}"
+access_token = "t"
+"#
+    )
+}
+
+#[test]
+fn shopify_shop_and_api_version() {
+    assert_eq!(
+        errors(&shopify("shop.example.com", "2026-04")),
+        ["targets[0].shopify.shop: must end in .myshopify.com"]
+    );
+    assert_eq!(
+        errors(&shopify("https://shop.myshopify.com", "2026-04")),
+        [r#"targets[0].shopify.shop: must be a bare shop domain like "example.myshopify.com""#]
+    );
+    assert_eq!(
+        errors(&shopify(".myshopify.com", "2026-04")),
+        [r#"targets[0].shopify.shop: must be a bare shop domain like "example.myshopify.com""#]
+    );
+    for bad in ["2026-4", "2026-13", "unstable", "26-04-01", "2026_04"] {
+        assert_eq!(
+            errors(&shopify("a.myshopify.com", bad)),
+            [format!(
+                r#"targets[0].shopify.api_version: invalid API version "{bad}" (expected YYYY-MM, e.g. "2026-04")"#
+            )],
+        );
+    }
+    let config = load(&shopify("a.myshopify.com", "2026-07"));
+    assert!(
+        matches!(&config.targets[0].kind, TargetKind::Shopify { api_version, .. } if api_version == "2026-07")
+    );
+}
+
+#[test]
+fn platform_tables_must_match_kind() {
+    let text = format!(
+        r#"{SOURCE}
+[[targets]]
+name = "a"
+kind = "log"
+[targets.shopify]
+shop = "a.myshopify.com"
+
+[[targets]]
+name = "b"
+kind = "shopify"
+
+[[targets]]
+name = "c"
+kind = "magento"
+[targets.magento]
+base_url = "magento.example.com"
+"#
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            r#"targets[0].shopify: only allowed when kind = "shopify" (this target has kind = "log")"#,
+            r#"targets[1].shopify: missing [targets.shopify] table (required for kind = "shopify")"#,
+            // Missing keys are reported at the table's header.
+            "targets[2].magento.access_token: missing required key",
+            "targets[2].magento.base_url: must start with http:// or https://",
+        ]
+    );
+}
+
+#[test]
+fn unknown_kind_lists_the_supported_ones() {
+    let text = format!("{SOURCE}\n[[targets]]\nname = \"x\"\nkind = \"woocommerce\"\n");
+    assert_eq!(
+        errors(&text),
+        [r#"targets[0].kind: unknown kind "woocommerce" (expected one of: log, shopify, magento)"#]
+    );
+    let text = format!("{SOURCE}\n[[targets]]\nname = \"x\"\n");
+    assert_eq!(errors(&text), ["targets[0].kind: missing required key"]);
+}
+
+#[test]
+fn unknown_keys_in_targets_filters_and_platform_tables() {
+    let env = TestEnv::default().var("TOKEN", "t");
+    let text = format!(
+        r#"{SOURCE}
+[[targets]]
+name = "shop"
+kind = "shopify"
+retries = 3
+[targets.filter]
+family = ["shoes"]
+[targets.shopify]
+shop = "a.myshopify.com"
+access_token = {{ env = "TOKEN", fallback = "x" }}
+location = "eu"
+"#
+    );
+    assert_eq!(
+        errors_with(&text, &env),
+        [
+            "targets[0].retries: unknown key (expected one of: name, kind, filter, shopify)",
+            "targets[0].filter.family: unknown key (expected one of: families, categories, enabled_only)",
+            "targets[0].shopify.access_token.fallback: unknown key (expected one of: env, file, credential)",
+            "targets[0].shopify.location: unknown key (expected one of: shop, api_version, access_token)",
+        ]
+    );
+}
+
+#[test]
+fn filter_value_types() {
+    let text = format!(
+        r#"{SOURCE}
+[[targets]]
+name = "x"
+kind = "log"
+filter = {{ families = "shoes", categories = ["a", 2], enabled_only = "yes" }}
+"#
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "targets[0].filter.families: expected an array of strings, found a string",
+            "targets[0].filter.categories[1]: expected a string, found an integer",
+            "targets[0].filter.enabled_only: expected true or false, found a string",
+        ]
+    );
+}
+
+#[test]
+fn duplicate_target_names() {
+    let target = "[[targets]]\nname = \"dup\"\nkind = \"log\"\n";
+    let text = format!("{SOURCE}\n{target}{target}");
+    assert_eq!(
+        errors(&text),
+        [r#"targets[1].name: duplicate target name "dup" (also used by targets[0])"#]
+    );
+}
+
+#[test]
+fn magento_base_url_needs_a_host() {
+    let text = format!(
+        "{SOURCE}\n[[targets]]\nname = \"m\"\nkind = \"magento\"\nmagento = {{ base_url = \"https:///rest\", access_token = \"t\" }}\n"
+    );
+    assert_eq!(errors(&text), ["targets[0].magento.base_url: has no host"]);
+}
