@@ -35,6 +35,8 @@ fn demo_config(dir: &std::path::Path) -> Config {
             families: families.iter().map(|f| (*f).to_owned()).collect(),
             ..Default::default()
         },
+        mapping: Default::default(),
+        delivery: Default::default(),
         kind: TargetKind::Log {
             path: Some(dir.join(format!("{name}.jsonl"))),
         },

@@ -68,6 +68,8 @@ mod tests {
         TargetConfig {
             name: name.to_owned(),
             filter,
+            mapping: Default::default(),
+            delivery: Default::default(),
             kind: TargetKind::Log { path: None },
         }
     }

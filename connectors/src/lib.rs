@@ -1,9 +1,16 @@
 //! pimsync's connectors crate: the canonical product model that every webhook format is
-//! turned into, and (with the delivery engine) the connectors that apply it to targets.
-//! It knows nothing of pimsync's store or receiver.
+//! turned into, the `Connector` interface the delivery engine drives, shared HTTP failure
+//! classification and field mapping, and the connectors themselves. It knows nothing of
+//! pimsync's store or receiver.
 
+pub mod connector;
+pub mod http;
+pub mod http_target;
+pub mod log;
+pub mod mapping;
 pub mod product;
 
+pub use connector::{Applied, ApplyError, ApplyRequest, Connector, Desired, RemoteIds, Variant};
 pub use product::{
     AttributeValue, ChangeBody, ChangeOp, ContentHash, ProductChange, ProductKind, Snapshot,
     idempotency_key,

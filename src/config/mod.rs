@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use pimsync_connectors::mapping::{FieldSource, Mapping};
+
 mod secret;
 pub use secret::Secret;
 
@@ -112,7 +114,50 @@ impl SourceFormat {
 pub struct TargetConfig {
     pub name: String,
     pub filter: TargetFilter,
+    /// Platform field → PIM attribute (with locale, scope, currency).
+    pub mapping: Mapping,
+    pub delivery: DeliveryConfig,
     pub kind: TargetKind,
+}
+
+/// How the dispatcher drives one target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryConfig {
+    /// Applies in flight at once (each on a different product).
+    pub concurrency: usize,
+    /// Requests per second (0 = unlimited), with bursts up to `burst`.
+    pub rate_limit: f64,
+    pub burst: u32,
+    /// After this many failed attempts a change is dead-lettered.
+    pub max_attempts: u32,
+    /// Exponential backoff with full jitter between `retry_base` and `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// A platform's `Retry-After` is honoured up to this.
+    pub max_retry_after: Duration,
+    /// A leased row not finished within this is taken again (after a crash).
+    pub lease_timeout: Duration,
+    /// Rows leased per round trip to the store.
+    pub batch: usize,
+    /// One apply (all its HTTP calls) may take at most this long.
+    pub request_timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            concurrency: 8,
+            rate_limit: 0.0,
+            burst: 10,
+            max_attempts: 20,
+            retry_base: Duration::from_secs(5),
+            retry_cap: Duration::from_secs(3600),
+            max_retry_after: Duration::from_secs(3600),
+            lease_timeout: Duration::from_secs(300),
+            batch: 256,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Which products a target receives. Empty lists mean "no restriction".
@@ -139,6 +184,11 @@ pub enum TargetKind {
         base_url: String,
         access_token: Secret,
     },
+    /// pimsync's own HTTP contract: PUT/DELETE `{base_url}/products/{key}`.
+    Http {
+        base_url: String,
+        bearer_token: Option<Secret>,
+    },
 }
 
 impl TargetKind {
@@ -147,6 +197,7 @@ impl TargetKind {
             TargetKind::Log { .. } => "log",
             TargetKind::Shopify { .. } => "shopify",
             TargetKind::Magento { .. } => "magento",
+            TargetKind::Http { .. } => "http",
         }
     }
 }

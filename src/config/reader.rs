@@ -463,6 +463,29 @@ impl<'a, 'i> Section<'a, 'i> {
         out
     }
 
+    /// Every key of a table whose keys are names chosen by the operator (a field mapping),
+    /// with its value. All keys count as read.
+    pub fn entries(self) -> Vec<(String, Entry<'a, 'i>)> {
+        let mut out = Vec::new();
+        for (key, value) in self.table.iter() {
+            let key = key.get_ref().to_string();
+            let path = self.key_path(&key);
+            let entry = match value.get_ref() {
+                DeValue::String(s) => Entry::Str(s.to_string()),
+                DeValue::Table(table) => {
+                    Entry::Table(Section::new(self.ctx, path, table, value.span().start))
+                }
+                other => Entry::Other {
+                    path,
+                    pos: value.span().start,
+                    found: type_name(other),
+                },
+            };
+            out.push((key, entry));
+        }
+        out
+    }
+
     /// Reports every key that was not read, with the keys this table accepts.
     pub fn finish(self) {
         let expected = self.expected.join(", ");
@@ -479,6 +502,17 @@ impl<'a, 'i> Section<'a, 'i> {
                 .error(key.span().start, self.key_path(key.get_ref()), msg);
         }
     }
+}
+
+/// A value in a table with operator-chosen keys.
+pub(super) enum Entry<'a, 'i> {
+    Str(String),
+    Table(Section<'a, 'i>),
+    Other {
+        path: String,
+        pos: usize,
+        found: &'static str,
+    },
 }
 
 /// `parent.key`, quoting keys that are not bare TOML keys so the path can be pasted back.

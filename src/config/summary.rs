@@ -103,7 +103,9 @@ impl Config {
                 TargetKind::Shopify {
                     shop, api_version, ..
                 } => format!("{shop} (API {api_version})"),
-                TargetKind::Magento { base_url, .. } => super::targets::url_host(base_url).into(),
+                TargetKind::Magento { base_url, .. } | TargetKind::Http { base_url, .. } => {
+                    super::targets::url_host(base_url).into()
+                }
             };
             writeln!(
                 out,
@@ -112,6 +114,33 @@ impl Config {
                 target.kind.name(),
                 filter(&target.filter)
             )?;
+            let d = &target.delivery;
+            let rate = if d.rate_limit > 0.0 {
+                format!("{} req/s (burst {})", d.rate_limit, d.burst)
+            } else {
+                "no rate limit".to_string()
+            };
+            writeln!(
+                out,
+                "      delivery: {} at once, {rate}, up to {} attempts, backoff {}..{}",
+                d.concurrency,
+                d.max_attempts,
+                duration(d.retry_base),
+                duration(d.retry_cap)
+            )?;
+            for (field, source) in &target.mapping.fields {
+                let mut from = source.attribute.clone();
+                for (label, part) in [
+                    ("locale", &source.locale),
+                    ("scope", &source.scope),
+                    ("currency", &source.currency),
+                ] {
+                    if let Some(part) = part {
+                        from.push_str(&format!(" {label}={part}"));
+                    }
+                }
+                writeln!(out, "      {field} ← {from}")?;
+            }
         }
         Ok(())
     }

@@ -1,10 +1,10 @@
 //! `[[targets]]`: the systems kept in step with the PIM.
 
 use super::load::{Unique, check_name};
-use super::reader::Section;
-use super::{TargetConfig, TargetFilter, TargetKind};
+use super::reader::{Entry, Section};
+use super::{DeliveryConfig, FieldSource, Mapping, TargetConfig, TargetFilter, TargetKind};
 
-pub(super) const KINDS: &[&str] = &["log", "shopify", "magento"];
+pub(super) const KINDS: &[&str] = &["log", "shopify", "magento", "http"];
 pub(super) const DEFAULT_SHOPIFY_API_VERSION: &str = "2026-04";
 const SHOPIFY_SUFFIX: &str = ".myshopify.com";
 
@@ -27,6 +27,11 @@ fn read_target(mut t: Section<'_, '_>, names: &mut Unique) -> Option<TargetConfi
         .filter(|name| check_name(&t, name) && names.check(&t, "name", "target name", name));
     let kind = t.required_str("kind");
     let filter = t.subsection("filter").map(read_filter);
+    let mapping = t.subsection("mapping").map(read_mapping);
+    let delivery = match t.subsection("delivery") {
+        Some(section) => read_delivery(section),
+        None => Some(DeliveryConfig::default()),
+    };
 
     // Platform tables for another kind are mistakes (a copy-paste, a changed kind); say so
     // at the table rather than calling the table an unknown key.
@@ -47,6 +52,7 @@ fn read_target(mut t: Section<'_, '_>, names: &mut Unique) -> Option<TargetConfi
         Some("log") => Some(log(&mut t)),
         Some("shopify") => required_table(&mut t, "shopify").and_then(shopify),
         Some("magento") => required_table(&mut t, "magento").and_then(magento),
+        Some("http") => required_table(&mut t, "http").and_then(http),
         Some(other) => {
             let expected = KINDS.join(", ");
             t.invalid(
@@ -57,10 +63,15 @@ fn read_target(mut t: Section<'_, '_>, names: &mut Unique) -> Option<TargetConfi
         }
         None => None,
     };
+    if let (Some(kind), Some(mapping)) = (&kind, &mapping) {
+        check_mapping_fields(&t, kind, mapping);
+    }
     t.finish();
     Some(TargetConfig {
         name: name?,
         filter: filter.unwrap_or_default(),
+        mapping: mapping.unwrap_or_default(),
+        delivery: delivery?,
         kind: kind?,
     })
 }
@@ -81,6 +92,155 @@ fn read_filter(mut f: Section<'_, '_>) -> TargetFilter {
     };
     f.finish();
     filter
+}
+
+/// `[targets.mapping]`: `field = "attribute"` or
+/// `field = { attribute = "…", locale = "…", scope = "…", currency = "…" }`.
+fn read_mapping(m: Section<'_, '_>) -> Mapping {
+    let ctx = m.ctx();
+    let mut mapping = Mapping::default();
+    for (field, entry) in m.entries() {
+        let source = match entry {
+            Entry::Str(attribute) => Some(FieldSource::attribute(&attribute)),
+            Entry::Table(mut table) => {
+                let attribute = table.required_str("attribute");
+                let source = attribute.map(|attribute| FieldSource {
+                    attribute,
+                    locale: table.optional_str("locale"),
+                    scope: table.optional_str("scope"),
+                    currency: table.optional_str("currency"),
+                });
+                table.finish();
+                source
+            }
+            Entry::Other { path, pos, found } => {
+                let msg = format!(
+                    "expected an attribute name or {{ attribute = \"…\", locale = \"…\", scope = \"…\", currency = \"…\" }}, found {found}"
+                );
+                ctx.error(pos, path, msg);
+                None
+            }
+        };
+        if let Some(source) = source {
+            mapping.fields.insert(field, source);
+        }
+    }
+    mapping
+}
+
+/// The platform fields each kind can fill from the mapping; `None` accepts any name.
+fn mapping_fields(kind: &TargetKind) -> Option<&'static [&'static str]> {
+    match kind {
+        // These send the whole canonical product: there is nothing to map.
+        TargetKind::Log { .. } | TargetKind::Http { .. } => Some(&[]),
+        TargetKind::Shopify { .. } | TargetKind::Magento { .. } => None,
+    }
+}
+
+fn check_mapping_fields(t: &Section<'_, '_>, kind: &TargetKind, mapping: &Mapping) {
+    let Some(allowed) = mapping_fields(kind) else {
+        return;
+    };
+    for field in mapping.fields.keys() {
+        if !allowed.contains(&field.as_str()) {
+            let message = if allowed.is_empty() {
+                format!(
+                    "kind = \"{}\" sends the whole product and takes no mapping",
+                    kind.name()
+                )
+            } else {
+                format!("unknown field (expected one of: {})", allowed.join(", "))
+            };
+            t.ctx()
+                .error(0, format!("{}.mapping.{field}", t.path()), message);
+        }
+    }
+}
+
+fn read_delivery(mut d: Section<'_, '_>) -> Option<DeliveryConfig> {
+    let default = DeliveryConfig::default();
+    let concurrency = d.integer("concurrency", default.concurrency as u64);
+    let rate_limit = d.integer("rate_limit", 0);
+    let burst = d.integer("burst", u64::from(default.burst));
+    let max_attempts = d.integer("max_attempts", u64::from(default.max_attempts));
+    let retry_base = d.duration("retry_base", default.retry_base);
+    let retry_cap = d.duration("retry_cap", default.retry_cap);
+    let max_retry_after = d.duration("max_retry_after", default.max_retry_after);
+    let lease_timeout = d.duration("lease_timeout", default.lease_timeout);
+    let batch = d.integer("batch", default.batch as u64);
+    let request_timeout = d.duration("request_timeout", default.request_timeout);
+    let mut ok = true;
+    let mut check = |good: bool, key: &str, message: &str| {
+        if !good {
+            d.invalid(key, message);
+            ok = false;
+        }
+    };
+    check(
+        (1..=1024).contains(&concurrency),
+        "concurrency",
+        "must be between 1 and 1024",
+    );
+    check(
+        (1..=1_000_000).contains(&burst),
+        "burst",
+        "must be between 1 and 1000000",
+    );
+    check(
+        (1..=1000).contains(&max_attempts),
+        "max_attempts",
+        "must be between 1 and 1000",
+    );
+    check(
+        !retry_base.is_zero(),
+        "retry_base",
+        "must be greater than 0",
+    );
+    check(
+        retry_cap >= retry_base,
+        "retry_cap",
+        "must be at least retry_base",
+    );
+    check(
+        (1..=10_000).contains(&batch),
+        "batch",
+        "must be between 1 and 10000",
+    );
+    check(
+        !request_timeout.is_zero(),
+        "request_timeout",
+        "must be greater than 0",
+    );
+    check(
+        lease_timeout > request_timeout,
+        "request_timeout",
+        "must be shorter than lease_timeout, or a slow apply would be taken twice",
+    );
+    d.finish();
+    ok.then(|| DeliveryConfig {
+        concurrency: concurrency as usize,
+        rate_limit: rate_limit as f64,
+        burst: burst as u32,
+        max_attempts: max_attempts as u32,
+        retry_base,
+        retry_cap,
+        max_retry_after,
+        lease_timeout,
+        batch: batch as usize,
+        request_timeout,
+    })
+}
+
+fn http(mut s: Section<'_, '_>) -> Option<TargetKind> {
+    let base_url = s
+        .required_str("base_url")
+        .filter(|url| check_base_url(&s, url));
+    let bearer_token = s.optional_secret("bearer_token");
+    s.finish();
+    Some(TargetKind::Http {
+        base_url: base_url?,
+        bearer_token,
+    })
 }
 
 fn log(t: &mut Section<'_, '_>) -> TargetKind {

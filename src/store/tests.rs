@@ -28,6 +28,8 @@ fn router(names: &[(&str, &[&str])]) -> Arc<Router> {
                 families: families.iter().map(|f| (*f).to_owned()).collect(),
                 ..Default::default()
             },
+            mapping: Default::default(),
+            delivery: Default::default(),
             kind: TargetKind::Log { path: None },
         })
         .collect();

@@ -161,7 +161,9 @@ fn unknown_kind_lists_the_supported_ones() {
     let text = format!("{SOURCE}\n[[targets]]\nname = \"x\"\nkind = \"woocommerce\"\n");
     assert_eq!(
         errors(&text),
-        [r#"targets[0].kind: unknown kind "woocommerce" (expected one of: log, shopify, magento)"#]
+        [
+            r#"targets[0].kind: unknown kind "woocommerce" (expected one of: log, shopify, magento, http)"#
+        ]
     );
     let text = format!("{SOURCE}\n[[targets]]\nname = \"x\"\n");
     assert_eq!(errors(&text), ["targets[0].kind: missing required key"]);
@@ -187,7 +189,7 @@ location = "eu"
     assert_eq!(
         errors_with(&text, &env),
         [
-            "targets[0].retries: unknown key (expected one of: name, kind, filter, shopify)",
+            "targets[0].retries: unknown key (expected one of: name, kind, filter, mapping, delivery, shopify)",
             "targets[0].filter.family: unknown key (expected one of: families, categories, enabled_only)",
             "targets[0].shopify.access_token.fallback: unknown key (expected one of: env, file, credential)",
             "targets[0].shopify.location: unknown key (expected one of: shop, api_version, access_token)",
@@ -231,4 +233,115 @@ fn magento_base_url_needs_a_host() {
         "{SOURCE}\n[[targets]]\nname = \"m\"\nkind = \"magento\"\nmagento = {{ base_url = \"https:///rest\", access_token = \"t\" }}\n"
     );
     assert_eq!(errors(&text), ["targets[0].magento.base_url: has no host"]);
+}
+
+#[test]
+fn mapping_accepts_shorthand_and_full_sources() {
+    let env = TestEnv::default().var("TOKEN", "t");
+    let text = format!(
+        r#"{SOURCE}
+[[targets]]
+name = "shop"
+kind = "shopify"
+[targets.shopify]
+shop = "demo.myshopify.com"
+access_token = {{ env = "TOKEN" }}
+[targets.mapping]
+title = "name"
+descriptionHtml = {{ attribute = "description", locale = "en_US", scope = "ecommerce" }}
+price = {{ attribute = "price", currency = "EUR" }}
+"#
+    );
+    let config = load_with(&text, &env);
+    let mapping = &config.targets[0].mapping;
+    assert_eq!(mapping.fields["title"].attribute, "name");
+    assert_eq!(
+        mapping.fields["descriptionHtml"].scope.as_deref(),
+        Some("ecommerce")
+    );
+    assert_eq!(mapping.fields["price"].currency.as_deref(), Some("EUR"));
+}
+
+#[test]
+fn mapping_mistakes_are_reported_with_their_paths() {
+    let text = format!(
+        r#"{SOURCE}
+[[targets]]
+name = "preview"
+kind = "log"
+[targets.mapping]
+title = 7
+vendor = {{ locale = "en_US" }}
+"#
+    );
+    let found = errors(&text);
+    assert!(
+        found.contains(&r#"targets[0].mapping.title: expected an attribute name or { attribute = "…", locale = "…", scope = "…", currency = "…" }, found an integer"#.to_string()),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&"targets[0].mapping.vendor.attribute: missing required key".to_string()),
+        "{found:?}"
+    );
+    let text = format!(
+        "{SOURCE}\n[[targets]]\nname = \"preview\"\nkind = \"log\"\n[targets.mapping]\ntitle = \"name\"\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [r#"targets[0].mapping.title: kind = "log" sends the whole product and takes no mapping"#]
+    );
+}
+
+#[test]
+fn delivery_settings_have_defaults_and_bounds() {
+    let text = format!("{SOURCE}\n[[targets]]\nname = \"t\"\nkind = \"log\"\n");
+    assert_eq!(
+        load(&text).targets[0].delivery,
+        crate::config::DeliveryConfig::default()
+    );
+    let text = format!(
+        r#"{SOURCE}
+[[targets]]
+name = "t"
+kind = "http"
+http = {{ base_url = "http://127.0.0.1:9000" }}
+[targets.delivery]
+concurrency = 2
+rate_limit = 50
+burst = 5
+max_attempts = 3
+retry_base = "1s"
+retry_cap = "10s"
+lease_timeout = "1m"
+request_timeout = "5s"
+"#
+    );
+    let config = load(&text);
+    let d = &config.targets[0].delivery;
+    assert_eq!(
+        (d.concurrency, d.rate_limit, d.burst, d.max_attempts),
+        (2, 50.0, 5, 3)
+    );
+    assert_eq!(d.retry_cap, std::time::Duration::from_secs(10));
+    assert!(matches!(config.targets[0].kind, TargetKind::Http { .. }));
+    let text = format!(
+        r#"{SOURCE}
+[[targets]]
+name = "t"
+kind = "log"
+[targets.delivery]
+concurrency = 0
+retry_base = "10s"
+retry_cap = "5s"
+request_timeout = "10m"
+"#
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "targets[0].delivery.concurrency: must be between 1 and 1024",
+            "targets[0].delivery.retry_cap: must be at least retry_base",
+            "targets[0].delivery.request_timeout: must be shorter than lease_timeout, or a slow apply would be taken twice",
+        ]
+    );
 }
