@@ -1,6 +1,7 @@
 //! The daemon's testable entry point: open the store, then serve on a listener the caller
 //! bound (port 0 in tests), until the shutdown future resolves.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::dispatch::{DeliveryStats, DispatchError, Dispatcher};
 use crate::receiver::{self, ReceiverState};
 use crate::route::Router;
 use crate::store::{Store, StoreError};
@@ -17,24 +19,47 @@ use crate::store::{Store, StoreError};
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
     #[error("serving HTTP failed: {0}")]
     Serve(#[from] std::io::Error),
 }
 
-/// A started daemon: its store is open and migrated, nothing is listening yet.
+/// A started daemon: its store is open and migrated and its delivery workers run; no
+/// webhook is accepted until `serve`.
 pub struct Daemon {
     config: Config,
     store: Store,
+    dispatcher: Dispatcher,
 }
 
 impl Daemon {
-    pub fn start(config: Config) -> Result<Daemon, DaemonError> {
+    pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let store = Store::open(&config.store)?;
-        Ok(Daemon { config, store })
+        let dispatcher =
+            match Dispatcher::start(store.clone(), &config.targets, config.server.shutdown_grace)
+                .await
+            {
+                Ok(dispatcher) => dispatcher,
+                Err(error) => {
+                    store.close().await;
+                    return Err(error.into());
+                }
+            };
+        Ok(Daemon {
+            config,
+            store,
+            dispatcher,
+        })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Per-target delivery counters.
+    pub fn delivery_stats(&self) -> BTreeMap<String, Arc<DeliveryStats>> {
+        self.dispatcher.stats().clone()
     }
 
     /// Serves webhooks until `shutdown` resolves, then lets requests in flight finish (up
@@ -44,11 +69,16 @@ impl Daemon {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), DaemonError> {
-        let Daemon { config, store } = self;
+        let Daemon {
+            config,
+            store,
+            dispatcher,
+        } = self;
         let state = ReceiverState {
             store: store.clone(),
             router: Arc::new(Router::new(&config.targets)),
             request_timeout: config.server.request_timeout,
+            wake: dispatcher.wake(),
         };
         let app = receiver::router(state, &config.sources, config.server.body_limit);
         let pruner = tokio::spawn(prune_inbox_forever(store.clone(), config.clone()));
@@ -74,6 +104,7 @@ impl Daemon {
             }
         };
         pruner.abort();
+        dispatcher.shutdown().await;
         store.close().await;
         result.map_err(DaemonError::Serve)
     }

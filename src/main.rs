@@ -91,7 +91,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen;
-    let daemon = Daemon::start(config).context("starting the store")?;
+    let daemon = Daemon::start(config).await.context("starting pimsync")?;
     let listener = daemon::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -21,6 +21,7 @@ use serde_json::json;
 
 use super::formats::{self, Inbound, Rejection};
 use crate::config::SourceConfig;
+use crate::dispatch::Wake;
 use crate::route::Router;
 use crate::store::{Ingest, PreparedChange, Store, StoreError};
 
@@ -32,6 +33,8 @@ pub struct ReceiverState {
     /// A commit that takes longer than this is answered 503 (the sender retries; if the
     /// commit did land, the retry is a duplicate and gets 200).
     pub request_timeout: Duration,
+    /// Wakes the delivery workers once new outbox work is committed.
+    pub wake: Wake,
 }
 
 /// The receiver's routes: one POST per source.
@@ -105,6 +108,9 @@ async fn receive(
             reply(StatusCode::OK, json!({ "status": "duplicate" }))
         }
         Ok(Ok(outcome)) => {
+            if outcome.outbox_rows > 0 {
+                state.wake.all();
+            }
             tracing::debug!(
                 source = %source.name,
                 changed = outcome.changed,

@@ -207,13 +207,14 @@ fn apply_change(
         .as_ref()
         .is_some_and(|e| e.deleted == deleted && e.hash == hash.as_str());
     conn.prepare_cached(
-        "INSERT INTO products (product_key, uuid, kind, version, deleted, snapshot, content_hash, source, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO products (product_key, uuid, kind, version, deleted, snapshot, content_hash, source, updated_at, parent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (product_key) DO UPDATE SET
              uuid = coalesce(excluded.uuid, products.uuid),
              kind = excluded.kind,
              version = excluded.version,
              deleted = excluded.deleted,
+             parent = CASE WHEN excluded.snapshot IS NULL THEN products.parent ELSE excluded.parent END,
              snapshot = coalesce(excluded.snapshot, products.snapshot),
              content_hash = excluded.content_hash,
              source = excluded.source,
@@ -228,7 +229,8 @@ fn apply_change(
         snapshot_json,
         hash.as_str(),
         source,
-        now
+        now,
+        snapshot_for_routing.as_ref().and_then(|s| s.parent.as_deref())
     ])?;
     if let Some(uuid) = &change.uuid {
         // A full state at least as new as a queued thin event makes the fetch pointless.

@@ -8,6 +8,7 @@
 //! and power loss. When the store cannot take more (queue full, disk full, I/O error) the
 //! call fails and the receiver answers 503 with `Retry-After`; nothing is acknowledged.
 
+mod delivery;
 mod ingest;
 mod query;
 mod schema;
@@ -20,6 +21,7 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
+pub use delivery::{Lease, Outcome, Settle, Settled};
 pub use ingest::{Ingest, IngestOutcome, PreparedChange};
 pub use query::{Counts, InboxRow, OutboxRow, ProductRow};
 pub use writer::WriterStats;

@@ -26,11 +26,13 @@ const MIGRATIONS: &[&str] = &[
         version      INTEGER NOT NULL,
         deleted      INTEGER NOT NULL DEFAULT 0,
         snapshot     TEXT,              -- canonical JSON; kept on deletion for routing
+        parent       TEXT,              -- the product model a variant belongs to
         content_hash TEXT NOT NULL,     -- 'deleted' for tombstones
         source       TEXT NOT NULL,
         updated_at   INTEGER NOT NULL
     );
     CREATE INDEX products_uuid ON products (uuid) WHERE uuid IS NOT NULL;
+    CREATE INDEX products_parent ON products (parent) WHERE parent IS NOT NULL;
 
     CREATE TABLE outbox (
         target          TEXT NOT NULL,

@@ -1,0 +1,351 @@
+//! One target's delivery loop.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pimsync_connectors::{
+    ApplyError, ApplyRequest, Connector, Desired, ProductKind, Snapshot, Variant,
+};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::rate::RateLimiter;
+use super::retry::{jitter_unit, next_attempt_delay};
+use super::DeliveryStats;
+use crate::config::TargetConfig;
+use crate::store::{Lease, Outcome, Settle, Settled, Store, now_ms};
+
+/// How often an idle worker looks for rows written by another process (the CLI).
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+pub(super) struct Worker {
+    ctx: Arc<Ctx>,
+    wake: Arc<Notify>,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+    permits: Arc<Semaphore>,
+}
+
+/// What every apply task of this target shares.
+struct Ctx {
+    store: Store,
+    target: TargetConfig,
+    connector: Arc<dyn Connector>,
+    owner: String,
+    limiter: RateLimiter,
+    stats: Arc<DeliveryStats>,
+    /// Keys with an apply running here: a lease that expired under a slow apply and came
+    /// back is not started a second time.
+    in_flight: std::sync::Mutex<HashSet<String>>,
+}
+
+impl Worker {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        store: Store,
+        target: TargetConfig,
+        connector: Arc<dyn Connector>,
+        owner: String,
+        wake: Arc<Notify>,
+        stop: watch::Receiver<bool>,
+        grace: Duration,
+        stats: Arc<DeliveryStats>,
+    ) -> Worker {
+        let permits = Arc::new(Semaphore::new(target.delivery.concurrency));
+        let limiter = RateLimiter::new(target.delivery.rate_limit, target.delivery.burst);
+        Worker {
+            ctx: Arc::new(Ctx {
+                store,
+                target,
+                connector,
+                owner,
+                limiter,
+                stats,
+                in_flight: std::sync::Mutex::new(HashSet::new()),
+            }),
+            wake,
+            stop,
+            grace,
+            permits,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let name = self.ctx.target.name.clone();
+        let delivery = self.ctx.target.delivery.clone();
+        let lease_ms = delivery.lease_timeout.as_millis() as i64;
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut leased: Vec<(String, String)> = Vec::new();
+        let mut try_lease = true;
+        tracing::info!(target = %name, kind = self.ctx.connector.kind(), "delivery worker started");
+        loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            while tasks.try_join_next().is_some() {}
+            let free = self.permits.available_permits();
+            let mut due_in: Option<i64> = None;
+            if free > 0 && !try_lease {
+                match self.ctx.store.next_due(&name).await {
+                    Ok(Some(due)) => {
+                        let wait = due - now_ms();
+                        if wait <= 0 {
+                            try_lease = true;
+                        } else {
+                            due_in = Some(wait);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(target = %name, %error, "cannot read the outbox"),
+                }
+            }
+            if free > 0 && try_lease {
+                let limit = delivery.batch.min(free);
+                match self.ctx.store.lease(&name, &self.ctx.owner, limit, lease_ms).await {
+                    Ok(leases) => {
+                        let full = leases.len() == limit;
+                        for lease in leases {
+                            let fresh = self
+                                .ctx
+                                .in_flight
+                                .lock()
+                                .map(|mut set| set.insert(lease.product_key.clone()))
+                                .unwrap_or(false);
+                            if !fresh {
+                                continue;
+                            }
+                            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                                break;
+                            };
+                            leased.push((lease.product_key.clone(), lease.desired_hash.clone()));
+                            tasks.spawn(apply_one(self.ctx.clone(), lease, permit));
+                        }
+                        leased.retain(|(key, _)| {
+                            self.ctx
+                                .in_flight
+                                .lock()
+                                .map(|set| set.contains(key))
+                                .unwrap_or(false)
+                        });
+                        try_lease = full;
+                        if full {
+                            continue;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(target = %name, %error, "cannot lease outbox rows; retrying");
+                        try_lease = false;
+                        due_in = Some(IDLE_CHECK.as_millis() as i64);
+                    }
+                }
+            }
+            let idle = IDLE_CHECK.as_millis() as i64;
+            let sleep_ms = due_in.unwrap_or(idle).clamp(1, idle) as u64;
+            tokio::select! {
+                _ = self.wake.notified() => try_lease = true,
+                _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = self.stop.changed() => {}
+            }
+        }
+
+        // Shutdown: no new leases; finish what is in flight within the grace period.
+        let drained = tokio::time::timeout(self.grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            let unfinished: Vec<(String, String)> = leased
+                .into_iter()
+                .filter(|(key, _)| {
+                    self.ctx
+                        .in_flight
+                        .lock()
+                        .map(|set| set.contains(key))
+                        .unwrap_or(false)
+                })
+                .collect();
+            tracing::warn!(target = %name, unfinished = unfinished.len(), "grace period over; releasing unfinished applies");
+            for (key, hash) in unfinished {
+                let settle = Settle {
+                    target: name.clone(),
+                    product_key: key,
+                    leased_hash: hash,
+                    owner: self.ctx.owner.clone(),
+                    outcome: Outcome::Released,
+                };
+                if let Err(error) = self.ctx.store.settle(settle).await {
+                    tracing::warn!(target = %name, %error, "cannot release a lease; it expires by itself");
+                }
+            }
+        }
+        tracing::info!(target = %name, "delivery worker stopped");
+    }
+}
+
+/// Applies one leased row and settles it.
+async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
+    let _permit = permit;
+    let delivery = &ctx.target.delivery;
+    let outcome = match desired_state(&lease) {
+        Err(message) => Outcome::Permanent { error: message },
+        Ok(_) if lease.applied_hash.as_deref() == Some(&lease.desired_hash) => Outcome::Applied {
+            remote_ids: lease.remote_ids.clone(),
+            called: false,
+        },
+        // Deleting what was never applied here: the target has nothing to delete.
+        Ok(_) if lease.deleted && lease.applied_hash.is_none() => Outcome::Applied {
+            remote_ids: lease.remote_ids.clone(),
+            called: false,
+        },
+        Ok((kind, snapshot, variants)) => {
+            let desired = match &snapshot {
+                Some(snapshot) => Desired::Upsert {
+                    kind,
+                    snapshot,
+                    variants: &variants,
+                },
+                None => Desired::Delete,
+            };
+            let request = ApplyRequest {
+                target: &lease.target,
+                product_key: &lease.product_key,
+                desired,
+                remote_ids: &lease.remote_ids,
+                idempotency_key: &lease.idempotency_key,
+                attempt: lease.attempts + 1,
+            };
+            ctx.limiter.acquire().await;
+            ctx.connector.ready().await;
+            let result = tokio::time::timeout(delivery.request_timeout, ctx.connector.apply(request))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ApplyError::retryable(format!(
+                        "timed out after {:?}",
+                        delivery.request_timeout
+                    )))
+                });
+            let now = now_ms();
+            match result {
+                Ok(applied) => Outcome::Applied {
+                    remote_ids: applied.remote_ids,
+                    called: true,
+                },
+                Err(ApplyError::Retryable {
+                    message,
+                    retry_after,
+                }) => {
+                    let delay = next_attempt_delay(
+                        lease.attempts + 1,
+                        delivery.retry_base,
+                        delivery.retry_cap,
+                        retry_after,
+                        delivery.max_retry_after,
+                        jitter_unit(),
+                    );
+                    Outcome::Failed {
+                        error: message,
+                        retry_at: now + delay.as_millis() as i64,
+                        max_attempts: delivery.max_attempts,
+                    }
+                }
+                Err(ApplyError::Throttled {
+                    message,
+                    retry_after,
+                }) => Outcome::Throttled {
+                    error: message,
+                    retry_at: now + retry_after.min(delivery.max_retry_after).as_millis() as i64,
+                },
+                Err(ApplyError::Permanent { message }) => Outcome::Permanent { error: message },
+            }
+        }
+    };
+    log_outcome(&ctx, &lease, &outcome);
+    let settle = Settle {
+        target: lease.target.clone(),
+        product_key: lease.product_key.clone(),
+        leased_hash: lease.desired_hash.clone(),
+        owner: ctx.owner.clone(),
+        outcome,
+    };
+    match ctx.store.settle(settle).await {
+        Ok(Settled::Dead) => {
+            ctx.stats.dead.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target = %lease.target, product_key = %lease.product_key, idempotency_key = %lease.idempotency_key, "dead-lettered");
+        }
+        Ok(Settled::LeaseLost) => {
+            tracing::warn!(target = %lease.target, product_key = %lease.product_key, "lease lost before settling; the row is retried")
+        }
+        Ok(_) => {}
+        // The row stays leased and is taken again when the lease expires, with the same key.
+        Err(error) => {
+            tracing::warn!(target = %lease.target, product_key = %lease.product_key, %error, "cannot record the outcome; retried after the lease expires")
+        }
+    }
+    if let Ok(mut set) = ctx.in_flight.lock() {
+        set.remove(&lease.product_key);
+    }
+}
+
+fn log_outcome(ctx: &Ctx, lease: &Lease, outcome: &Outcome) {
+    let stats = &ctx.stats;
+    let (target, key, idem) = (&lease.target, &lease.product_key, &lease.idempotency_key);
+    match outcome {
+        Outcome::Applied { called: true, .. } => {
+            stats.applied.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target = %target, product_key = %key, idempotency_key = %idem, "applied");
+        }
+        Outcome::Applied { called: false, .. } => {
+            stats.skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target = %target, product_key = %key, "already applied; no call");
+        }
+        Outcome::Failed { error, .. } => {
+            stats.retried.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target = %target, product_key = %key, idempotency_key = %idem, attempt = lease.attempts + 1, %error, "apply failed; will retry");
+        }
+        Outcome::Throttled { error, .. } => {
+            stats.throttled.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(target = %target, product_key = %key, %error, "throttled by the target");
+        }
+        Outcome::Permanent { error } => {
+            tracing::warn!(target = %target, product_key = %key, idempotency_key = %idem, %error, "apply failed permanently");
+        }
+        Outcome::Released => {}
+    }
+}
+
+type DesiredParts = (ProductKind, Option<Snapshot>, Vec<Variant>);
+
+/// Decodes the leased product. A snapshot that does not decode was written by a broken
+/// build: retrying cannot help, so it is permanent.
+fn desired_state(lease: &Lease) -> Result<DesiredParts, String> {
+    let kind = match lease.kind.as_str() {
+        "product_model" => ProductKind::ProductModel,
+        _ => ProductKind::Product,
+    };
+    if lease.deleted {
+        return Ok((kind, None, Vec::new()));
+    }
+    let Some(json) = &lease.snapshot else {
+        return Err("the product has no stored content".into());
+    };
+    let snapshot: Snapshot =
+        serde_json::from_str(json).map_err(|e| format!("stored product does not decode: {e}"))?;
+    let variants = lease
+        .variants
+        .iter()
+        .map(|(key, json)| {
+            serde_json::from_str(json)
+                .map(|snapshot| Variant {
+                    key: key.clone(),
+                    snapshot,
+                })
+                .map_err(|e| format!("stored variant {key} does not decode: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((kind, Some(snapshot), variants))
+}

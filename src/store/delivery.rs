@@ -1,0 +1,292 @@
+//! The delivery side of the store: leasing due outbox rows and recording outcomes.
+//!
+//! A lease marks a row `leased` by one dispatcher until `lease_until`; the hash it leased
+//! is kept in `leased_hash`, because the desired hash may move while the apply is in
+//! flight (a newer edit arrived). The outcome then settles what was leased, and a row whose
+//! desired hash moved goes back to `pending` for the new state.
+
+use pimsync_connectors::RemoteIds;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Store, StoreError, now_ms};
+
+/// One leased row with everything the dispatcher needs to apply it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub target: String,
+    pub product_key: String,
+    pub desired_hash: String,
+    pub idempotency_key: String,
+    /// Failed attempts so far for this desired state.
+    pub attempts: u32,
+    pub kind: String,
+    pub deleted: bool,
+    /// Canonical JSON of the product (None only for products never seen with content).
+    pub snapshot: Option<String>,
+    /// The hash last applied to this target, if any.
+    pub applied_hash: Option<String>,
+    pub remote_ids: RemoteIds,
+    /// For product models: the variants' keys and canonical JSON, by key.
+    pub variants: Vec<(String, String)>,
+}
+
+/// How one leased row ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The target reached the leased hash (or already had it: `called` false).
+    Applied { remote_ids: RemoteIds, called: bool },
+    /// Try again at `retry_at` (Unix ms); counts as a failed attempt. Dead once
+    /// `max_attempts` failures are reached.
+    Failed {
+        error: String,
+        retry_at: i64,
+        max_attempts: u32,
+    },
+    /// The platform asked us to slow down: retry at `retry_at`, not a failed attempt.
+    Throttled { error: String, retry_at: i64 },
+    /// Retrying cannot help: dead-letter with the error.
+    Permanent { error: String },
+    /// Not attempted (shutdown): back to pending, as it was.
+    Released,
+}
+
+/// A leased row's settlement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settle {
+    pub target: String,
+    pub product_key: String,
+    pub leased_hash: String,
+    pub owner: String,
+    pub outcome: Outcome,
+}
+
+/// What a settlement did to the row, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Done,
+    /// Applied, but a newer desired state arrived meanwhile: pending again.
+    Superseded,
+    Retrying,
+    Dead,
+    Released,
+    /// The lease was lost (expired and taken by another dispatcher): nothing changed.
+    LeaseLost,
+}
+
+impl Store {
+    /// Leases up to `limit` due rows of `target`: pending rows whose time has come, and
+    /// leased rows whose lease expired (their dispatcher died).
+    pub async fn lease(
+        &self,
+        target: &str,
+        owner: &str,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let (target, owner) = (target.to_owned(), owner.to_owned());
+        self.write(move |conn| lease(conn, &target, &owner, limit, lease_ms, now_ms()))
+            .await
+    }
+
+    /// Records how a leased row ended.
+    pub async fn settle(&self, settle: Settle) -> Result<Settled, StoreError> {
+        self.write(move |conn| settle_row(conn, &settle, now_ms()))
+            .await
+    }
+
+    /// Makes every leased row pending again. A single daemon owns its SQLite outbox, so at
+    /// start-up every lease belongs to a dispatcher that no longer exists.
+    pub async fn release_all_leases(&self) -> Result<usize, StoreError> {
+        self.write(|conn| {
+            Ok(conn.execute(
+                "UPDATE outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL, leased_hash = NULL
+                 WHERE state = 'leased'",
+                [],
+            )?)
+        })
+        .await
+    }
+
+    /// When `target` next has work: the earliest pending `next_attempt_at` or lease expiry
+    /// (Unix ms), or None when it has nothing to do.
+    pub async fn next_due(&self, target: &str) -> Result<Option<i64>, StoreError> {
+        let target = target.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT min(t) FROM (
+                     SELECT min(next_attempt_at) AS t FROM outbox WHERE target = ?1 AND state = 'pending'
+                     UNION ALL
+                     SELECT min(lease_until) FROM outbox WHERE target = ?1 AND state = 'leased')",
+                [target],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+        })
+        .await
+    }
+}
+
+fn lease(
+    conn: &Connection,
+    target: &str,
+    owner: &str,
+    limit: usize,
+    lease_ms: i64,
+    now: i64,
+) -> Result<Vec<Lease>, StoreError> {
+    let mut due = conn.prepare_cached(
+        "SELECT product_key, desired_hash, idempotency_key, attempts FROM outbox
+         WHERE target = ?1 AND state = 'pending' AND next_attempt_at <= ?2
+         UNION ALL
+         SELECT product_key, desired_hash, idempotency_key, attempts FROM outbox
+         WHERE target = ?1 AND state = 'leased' AND lease_until <= ?2
+         LIMIT ?3",
+    )?;
+    let rows: Vec<(String, String, String, u32)> = due
+        .query_map(params![target, now, limit as i64], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut mark = conn.prepare_cached(
+        "UPDATE outbox SET state = 'leased', lease_owner = ?3, lease_until = ?4, leased_hash = desired_hash
+         WHERE target = ?1 AND product_key = ?2",
+    )?;
+    let mut product = conn.prepare_cached(
+        "SELECT kind, deleted, snapshot FROM products WHERE product_key = ?1",
+    )?;
+    let mut applied = conn.prepare_cached(
+        "SELECT hash, remote_ids FROM applied WHERE target = ?1 AND product_key = ?2",
+    )?;
+    let mut variants = conn.prepare_cached(
+        "SELECT product_key, snapshot FROM products
+         WHERE parent = ?1 AND deleted = 0 AND snapshot IS NOT NULL ORDER BY product_key",
+    )?;
+    let mut leases = Vec::with_capacity(rows.len());
+    for (key, desired_hash, idempotency_key, attempts) in rows {
+        mark.execute(params![target, key, owner, now + lease_ms])?;
+        let (kind, deleted, snapshot) = product
+            .query_row([&key], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, bool>(1)?, row.get(2)?))
+            })
+            .optional()?
+            .unwrap_or_else(|| ("product".to_owned(), true, None));
+        let (applied_hash, remote_ids) = applied
+            .query_row(params![target, key], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .optional()?
+            .map(|(hash, ids)| (Some(hash), serde_json::from_str(&ids).unwrap_or_default()))
+            .unwrap_or_default();
+        let variants = if kind == "product_model" && !deleted {
+            variants
+                .query_map([&key], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        leases.push(Lease {
+            target: target.to_owned(),
+            product_key: key,
+            desired_hash,
+            idempotency_key,
+            attempts,
+            kind,
+            deleted,
+            snapshot,
+            applied_hash,
+            remote_ids,
+            variants,
+        });
+    }
+    Ok(leases)
+}
+
+fn settle_row(conn: &Connection, s: &Settle, now: i64) -> Result<Settled, StoreError> {
+    // Only the lease holder settles; a lease that expired and was taken again is not ours.
+    let current: Option<String> = conn
+        .prepare_cached(
+            "SELECT desired_hash FROM outbox
+             WHERE target = ?1 AND product_key = ?2 AND state = 'leased' AND lease_owner = ?3",
+        )?
+        .query_row(params![s.target, s.product_key, s.owner], |row| row.get(0))
+        .optional()?;
+    let Some(desired_hash) = current else {
+        return Ok(Settled::LeaseLost);
+    };
+    let moved = desired_hash != s.leased_hash;
+    let back_to_pending = |conn: &Connection, at: i64, error: Option<&str>| -> rusqlite::Result<usize> {
+        conn.prepare_cached(
+            "UPDATE outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL, leased_hash = NULL,
+                    next_attempt_at = ?3, last_error = coalesce(?4, last_error), updated_at = ?5
+             WHERE target = ?1 AND product_key = ?2",
+        )?
+        .execute(params![s.target, s.product_key, at, error, now])
+    };
+    match &s.outcome {
+        Outcome::Applied { remote_ids, .. } => {
+            let ids = serde_json::to_string(remote_ids).unwrap_or_else(|_| "{}".into());
+            conn.prepare_cached(
+                "INSERT INTO applied (target, product_key, hash, remote_ids, applied_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (target, product_key) DO UPDATE SET
+                     hash = excluded.hash, remote_ids = excluded.remote_ids, applied_at = excluded.applied_at",
+            )?
+            .execute(params![s.target, s.product_key, s.leased_hash, ids, now])?;
+            if moved {
+                back_to_pending(conn, now, None)?;
+                Ok(Settled::Superseded)
+            } else {
+                conn.prepare_cached("DELETE FROM outbox WHERE target = ?1 AND product_key = ?2")?
+                    .execute(params![s.target, s.product_key])?;
+                Ok(Settled::Done)
+            }
+        }
+        // A newer desired state makes this failure moot: try the new state now.
+        Outcome::Failed { error, .. } | Outcome::Permanent { error } | Outcome::Throttled { error, .. }
+            if moved =>
+        {
+            back_to_pending(conn, now, Some(error))?;
+            Ok(Settled::Superseded)
+        }
+        Outcome::Failed {
+            error,
+            retry_at,
+            max_attempts,
+        } => {
+            let dead: bool = conn
+                .prepare_cached(
+                    "UPDATE outbox SET attempts = attempts + 1,
+                            state = CASE WHEN attempts + 1 >= ?3 THEN 'dead' ELSE 'pending' END,
+                            lease_owner = NULL, lease_until = NULL, leased_hash = NULL,
+                            next_attempt_at = ?4, last_error = ?5, updated_at = ?6
+                     WHERE target = ?1 AND product_key = ?2
+                     RETURNING state = 'dead'",
+                )?
+                .query_row(
+                    params![s.target, s.product_key, max_attempts, retry_at, error, now],
+                    |row| row.get(0),
+                )?;
+            Ok(if dead { Settled::Dead } else { Settled::Retrying })
+        }
+        Outcome::Throttled { error, retry_at } => {
+            back_to_pending(conn, *retry_at, Some(error))?;
+            Ok(Settled::Retrying)
+        }
+        Outcome::Permanent { error } => {
+            conn.prepare_cached(
+                "UPDATE outbox SET state = 'dead', attempts = attempts + 1, lease_owner = NULL,
+                        lease_until = NULL, leased_hash = NULL, last_error = ?3, updated_at = ?4
+                 WHERE target = ?1 AND product_key = ?2",
+            )?
+            .execute(params![s.target, s.product_key, error, now])?;
+            Ok(Settled::Dead)
+        }
+        Outcome::Released => {
+            conn.prepare_cached(
+                "UPDATE outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL, leased_hash = NULL
+                 WHERE target = ?1 AND product_key = ?2",
+            )?
+            .execute(params![s.target, s.product_key])?;
+            Ok(Settled::Released)
+        }
+    }
+}
