@@ -78,7 +78,9 @@ async fn run_in(dir: &std::path::Path, edits: usize) -> anyhow::Result<()> {
     println!(
         "targets: shopify-sim (all products), magento-sim (family \"chairs\" only), erp-sim (all)\n"
     );
-    let daemon = Daemon::start(config).await.context("starting the demo daemon")?;
+    let daemon = Daemon::start(config)
+        .await
+        .context("starting the demo daemon")?;
     let store = daemon.store().clone();
     let listener = daemon::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
     let url = format!("http://{}/webhooks/akeneo", listener.local_addr()?);

@@ -88,10 +88,13 @@ impl Dispatcher {
             })?;
             built.push((target.clone(), connector));
         }
-        let released = store.release_all_leases().await.map_err(|e| DispatchError {
-            target: "*".into(),
-            message: e.to_string(),
-        })?;
+        let released = store
+            .release_all_leases()
+            .await
+            .map_err(|e| DispatchError {
+                target: "*".into(),
+                message: e.to_string(),
+            })?;
         if released > 0 {
             tracing::info!(released, "released leases left by a previous run");
         }

@@ -34,7 +34,8 @@ impl RateLimiter {
             };
             let now = Instant::now();
             let (tokens, last) = *state;
-            let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
+            let tokens =
+                (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
             // Take the token now (possibly going negative) and sleep off the debt: callers
             // queue fairly without a retry loop.
             let left = tokens - 1.0;
@@ -67,7 +68,10 @@ mod tests {
             limiter.acquire().await;
         }
         let elapsed = start.elapsed().as_secs_f64();
-        assert!((0.99..=1.01).contains(&elapsed), "10 more at 10/s take 1 s, took {elapsed}");
+        assert!(
+            (0.99..=1.01).contains(&elapsed),
+            "10 more at 10/s take 1 s, took {elapsed}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,9 +11,9 @@ use pimsync_connectors::{
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
+use super::DeliveryStats;
 use super::rate::RateLimiter;
 use super::retry::{jitter_unit, next_attempt_delay};
-use super::DeliveryStats;
 use crate::config::TargetConfig;
 use crate::store::{Lease, Outcome, Settle, Settled, Store, now_ms};
 
@@ -103,7 +103,12 @@ impl Worker {
             }
             if free > 0 && try_lease {
                 let limit = delivery.batch.min(free);
-                match self.ctx.store.lease(&name, &self.ctx.owner, limit, lease_ms).await {
+                match self
+                    .ctx
+                    .store
+                    .lease(&name, &self.ctx.owner, limit, lease_ms)
+                    .await
+                {
                     Ok(leases) => {
                         let full = leases.len() == limit;
                         for lease in leases {
@@ -221,14 +226,15 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
             };
             ctx.limiter.acquire().await;
             ctx.connector.ready().await;
-            let result = tokio::time::timeout(delivery.request_timeout, ctx.connector.apply(request))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ApplyError::retryable(format!(
-                        "timed out after {:?}",
-                        delivery.request_timeout
-                    )))
-                });
+            let result =
+                tokio::time::timeout(delivery.request_timeout, ctx.connector.apply(request))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ApplyError::retryable(format!(
+                            "timed out after {:?}",
+                            delivery.request_timeout
+                        )))
+                    });
             let now = now_ms();
             match result {
                 Ok(applied) => Outcome::Applied {

@@ -150,9 +150,8 @@ fn lease(
         "UPDATE outbox SET state = 'leased', lease_owner = ?3, lease_until = ?4, leased_hash = desired_hash
          WHERE target = ?1 AND product_key = ?2",
     )?;
-    let mut product = conn.prepare_cached(
-        "SELECT kind, deleted, snapshot FROM products WHERE product_key = ?1",
-    )?;
+    let mut product =
+        conn.prepare_cached("SELECT kind, deleted, snapshot FROM products WHERE product_key = ?1")?;
     let mut applied = conn.prepare_cached(
         "SELECT hash, remote_ids FROM applied WHERE target = ?1 AND product_key = ?2",
     )?;
@@ -165,7 +164,11 @@ fn lease(
         mark.execute(params![target, key, owner, now + lease_ms])?;
         let (kind, deleted, snapshot) = product
             .query_row([&key], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, bool>(1)?, row.get(2)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, bool>(1)?,
+                    row.get(2)?,
+                ))
             })
             .optional()?
             .unwrap_or_else(|| ("product".to_owned(), true, None));
@@ -213,7 +216,10 @@ fn settle_row(conn: &Connection, s: &Settle, now: i64) -> Result<Settled, StoreE
         return Ok(Settled::LeaseLost);
     };
     let moved = desired_hash != s.leased_hash;
-    let back_to_pending = |conn: &Connection, at: i64, error: Option<&str>| -> rusqlite::Result<usize> {
+    let back_to_pending = |conn: &Connection,
+                           at: i64,
+                           error: Option<&str>|
+     -> rusqlite::Result<usize> {
         conn.prepare_cached(
             "UPDATE outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL, leased_hash = NULL,
                     next_attempt_at = ?3, last_error = coalesce(?4, last_error), updated_at = ?5
@@ -241,7 +247,9 @@ fn settle_row(conn: &Connection, s: &Settle, now: i64) -> Result<Settled, StoreE
             }
         }
         // A newer desired state makes this failure moot: try the new state now.
-        Outcome::Failed { error, .. } | Outcome::Permanent { error } | Outcome::Throttled { error, .. }
+        Outcome::Failed { error, .. }
+        | Outcome::Permanent { error }
+        | Outcome::Throttled { error, .. }
             if moved =>
         {
             back_to_pending(conn, now, Some(error))?;
@@ -265,7 +273,11 @@ fn settle_row(conn: &Connection, s: &Settle, now: i64) -> Result<Settled, StoreE
                     params![s.target, s.product_key, max_attempts, retry_at, error, now],
                     |row| row.get(0),
                 )?;
-            Ok(if dead { Settled::Dead } else { Settled::Retrying })
+            Ok(if dead {
+                Settled::Dead
+            } else {
+                Settled::Retrying
+            })
         }
         Outcome::Throttled { error, retry_at } => {
             back_to_pending(conn, *retry_at, Some(error))?;

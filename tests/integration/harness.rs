@@ -63,18 +63,22 @@ delivery_id_header = "X-GitHub-Delivery"
 [[targets]]
 name = "shop"
 kind = "log"
+log = {{ path = "{logs}/shop.jsonl" }}
 
 [[targets]]
 name = "chairs-store"
 kind = "log"
+log = {{ path = "{logs}/chairs-store.jsonl" }}
 [targets.filter]
 families = ["chairs"]
 
 [[targets]]
 name = "erp"
 kind = "log"
+log = {{ path = "{logs}/erp.jsonl" }}
 "#,
-        db = dir.join("pimsync.db").display()
+        db = dir.join("pimsync.db").display(),
+        logs = dir.display()
     )
 }
 
@@ -161,4 +165,50 @@ pub fn db(path: &Path) -> rusqlite::Connection {
 
 pub fn count(path: &Path, sql: &str) -> i64 {
     db(path).query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+/// The targets a product was routed to: those still to apply it and those that have.
+pub fn routed_targets(path: &Path, key: &str) -> i64 {
+    db(path)
+        .query_row(
+            "SELECT count(*) FROM (SELECT target FROM outbox WHERE product_key = ?1
+                                   UNION SELECT target FROM applied WHERE product_key = ?1)",
+            [key],
+            |row| row.get(0),
+        )
+        .unwrap()
+}
+
+/// One Akeneo source and one `http` target pointing at a fake, with fast retries.
+pub fn delivery_config_text(dir: &Path, target_url: &str, extra_delivery: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "2s"
+
+[store]
+path = "{db}"
+
+[[sources]]
+name = "akeneo"
+path = "/webhooks/akeneo"
+format = "akeneo"
+secret = "{AKENEO_SECRET}"
+
+[[targets]]
+name = "erp"
+kind = "http"
+[targets.http]
+base_url = "{target_url}"
+[targets.delivery]
+concurrency = 4
+retry_base = "50ms"
+retry_cap = "200ms"
+request_timeout = "5s"
+lease_timeout = "30s"
+{extra_delivery}
+"#,
+        db = dir.join("pimsync.db").display()
+    )
 }
