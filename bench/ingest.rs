@@ -29,7 +29,7 @@ const KEYSPACE: u64 = 100_000;
 /// More non-202 answers than this fraction of all answers fails the run.
 const MAX_NOT_ACCEPTED: f64 = 0.001;
 const USAGE: &str = "usage: cargo bench --bench ingest -- [--connections 16,64,256] \
-                     [--seconds 10] [--warmup 2] [--json PATH] [--dir DIR]";
+                     [--seconds 10] [--warmup 2] [--json PATH] [--dir DIR] [--no-baseline]";
 
 struct Args {
     connections: Vec<usize>,
@@ -38,6 +38,9 @@ struct Args {
     json: PathBuf,
     /// Where each level's database directory is created (fsync cost depends on the disk).
     dir: PathBuf,
+    /// Also run 64 connections with one request per transaction (`store.max_batch = 1`),
+    /// the design group commit replaces, as a baseline measured in the same run.
+    baseline: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -47,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
         warmup: 2.0,
         json: Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results/ingest.json"),
         dir: std::env::temp_dir(),
+        baseline: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -69,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
             "--warmup" => args.warmup = seconds(value()?)?,
             "--json" => args.json = PathBuf::from(value()?),
             "--dir" => args.dir = PathBuf::from(value()?),
+            "--no-baseline" => args.baseline = false,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -92,6 +97,8 @@ struct Machine {
 #[derive(Serialize)]
 struct Level {
     connections: usize,
+    /// The daemon's `store.max_batch`: 1 is the one-row-per-transaction baseline.
+    max_batch: usize,
     /// Answers completed inside the measured window (after warmup).
     requests: u64,
     req_per_s: f64,
@@ -146,8 +153,12 @@ fn main() -> ExitCode {
 
     let mut levels = Vec::new();
     let mut failed = false;
-    for &connections in &args.connections {
-        match run_level(&runtime, &args, connections) {
+    let mut runs: Vec<(usize, usize)> = args.connections.iter().map(|&c| (c, 1024)).collect();
+    if args.baseline {
+        runs.push((64, 1));
+    }
+    for (connections, max_batch) in runs {
+        match run_level(&runtime, &args, connections, max_batch) {
             Ok(level) => {
                 failed |= check(&level);
                 levels.push(level);
@@ -218,15 +229,16 @@ fn run_level(
     runtime: &tokio::runtime::Runtime,
     args: &Args,
     connections: usize,
+    max_batch: usize,
 ) -> Result<Level, String> {
     let dir = tempfile::Builder::new()
         .prefix("pimsync-bench-")
         .tempdir_in(&args.dir)
         .map_err(|e| format!("creating a directory in {}: {e}", args.dir.display()))?;
     let db = dir.path().join("bench.db");
-    let mut server = Server::start(dir.path(), &db)?;
+    let mut server = Server::start(dir.path(), &db, max_batch)?;
     let (pid, addr) = (server.child.id(), server.addr);
-    println!("{connections} connections: daemon pid {pid} on {addr}");
+    println!("{connections} connections, max_batch {max_batch}: daemon pid {pid} on {addr}");
 
     let warmup = Duration::from_secs_f64(args.warmup);
     let measure = Duration::from_secs_f64(args.seconds);
@@ -243,6 +255,7 @@ fn run_level(
     let seconds = measure.as_secs_f64();
     let level = Level {
         connections,
+        max_batch,
         requests: hist.len(),
         req_per_s: hist.len() as f64 / seconds,
         p50_ms: ms(hist.value_at_quantile(0.50)),
@@ -270,9 +283,9 @@ struct Server {
 }
 
 impl Server {
-    fn start(dir: &Path, db: &Path) -> Result<Server, String> {
+    fn start(dir: &Path, db: &Path, max_batch: usize) -> Result<Server, String> {
         let config_path = dir.join("pimsync.toml");
-        std::fs::write(&config_path, config_toml(db))
+        std::fs::write(&config_path, config_toml(db, max_batch))
             .map_err(|e| format!("writing {}: {e}", config_path.display()))?;
         let stderr_path = dir.join("pimsync.stderr");
         let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
@@ -346,17 +359,25 @@ impl Drop for Server {
     }
 }
 
-fn config_toml(db: &Path) -> String {
+/// Three targets, as in production, whose delivery is throttled to a trickle so that this
+/// measures ingest alone (outbox rows are written, hardly any are applied).
+fn config_toml(db: &Path, max_batch: usize) -> String {
     // Displays as a quoted, escaped TOML string.
     let db = toml::Value::String(db.display().to_string());
     let targets = ["shopify-sim", "magento-sim", "erp-sim"]
-        .map(|name| format!("\n[[targets]]\nname = \"{name}\"\nkind = \"log\"\n"))
+        .map(|name| {
+            format!(
+                "\n[[targets]]\nname = \"{name}\"\nkind = \"log\"\nlog = {{ path = \"/dev/null\" }}\n\
+                 [targets.delivery]\nconcurrency = 1\nrate_limit = 1\nburst = 1\n"
+            )
+        })
         .concat();
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
 [store]
 path = {db}
+max_batch = {max_batch}
 [[sources]]
 name = "akeneo"
 path = "{WEBHOOK_PATH}"
@@ -564,18 +585,19 @@ fn machine(db_dir: &Path) -> Machine {
 
 fn print_table(levels: &[Level]) {
     let row = |cells: &[String]| {
-        let widths = [11, 9, 9, 8, 8, 8, 8, 24, 8, 8];
+        let widths = [11, 9, 9, 9, 8, 8, 8, 8, 24, 8, 8];
         let cells = cells.iter().zip(widths).map(|(c, w)| format!("{c:>w$}"));
         println!("{}", cells.collect::<Vec<_>>().join(" "));
     };
     let header =
-        "connections|requests|req/s|p50 ms|p99 ms|max ms|non-202|inbox rows ≥ 202s|srv CPU|gen CPU";
+        "connections|max_batch|requests|req/s|p50 ms|p99 ms|max ms|non-202|inbox rows ≥ 202s|srv CPU|gen CPU";
     println!();
     row(&header.split('|').map(str::to_owned).collect::<Vec<_>>());
     for l in levels {
         let verdict = if l.inbox_verified { "ok" } else { "MISSING" };
         row(&[
             l.connections.to_string(),
+            l.max_batch.to_string(),
             l.requests.to_string(),
             format!("{:.0}", l.req_per_s),
             format!("{:.2}", l.p50_ms),

@@ -8,6 +8,7 @@
 //! and power loss. When the store cannot take more (queue full, disk full, I/O error) the
 //! call fails and the receiver answers 503 with `Retry-After`; nothing is acknowledged.
 
+mod checkpoint;
 mod delivery;
 mod ingest;
 mod query;
@@ -65,6 +66,7 @@ struct Inner {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     stats: Arc<WriterStats>,
 }
 
@@ -85,6 +87,9 @@ impl Store {
             conn.pragma_update(None, "max_page_count", (config.max_size / page_size).max(1))?;
         }
         schema::migrate(&mut conn)?;
+        schema::configure_writer(&conn)?;
+        let checkpointer = checkpoint::Checkpointer::start(&config.path)
+            .map_err(|e| open_error(e.to_string()))?;
 
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(WriterStats::default());
@@ -100,6 +105,7 @@ impl Store {
                 path: config.path.clone(),
                 readers: Mutex::new(Vec::new()),
                 writer_thread: Mutex::new(Some(writer_thread)),
+                checkpointer: Mutex::new(Some(checkpointer)),
                 stats,
             }),
         })
@@ -196,6 +202,15 @@ impl Store {
             .and_then(|mut slot| slot.take());
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        let checkpointer = self
+            .inner
+            .checkpointer
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        if let Some(checkpointer) = checkpointer {
+            let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
         }
     }
 }
