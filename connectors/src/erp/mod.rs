@@ -30,7 +30,6 @@ fn client(timeout: Duration) -> Result<reqwest::Client, BuildError> {
         .map_err(|e| BuildError(format!("cannot build the HTTP client: {e}")))
 }
 
-#[allow(dead_code)] // used by the rest connector
 /// Percent-encodes everything but RFC 3986 unreserved characters, so any SKU is one path
 /// segment.
 pub(crate) fn encode_path_segment(segment: &str) -> String {
