@@ -4,6 +4,7 @@
 //! pimsync's store or receiver.
 
 pub mod connector;
+pub mod erp;
 pub mod http;
 pub mod http_target;
 pub mod log;

@@ -189,6 +189,10 @@ pub enum TargetKind {
         base_url: String,
         bearer_token: Option<Secret>,
     },
+    /// Odoo 19+ through JSON-2 (secrets resolved into the settings).
+    Odoo(Box<pimsync_connectors::erp::odoo::OdooSettings>),
+    /// A generic REST ERP declared by templates.
+    Rest(Box<pimsync_connectors::erp::rest::RestSettings>),
 }
 
 impl TargetKind {
@@ -198,6 +202,8 @@ impl TargetKind {
             TargetKind::Shopify { .. } => "shopify",
             TargetKind::Magento { .. } => "magento",
             TargetKind::Http { .. } => "http",
+            TargetKind::Odoo(_) => "odoo",
+            TargetKind::Rest(_) => "rest",
         }
     }
 }

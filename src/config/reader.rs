@@ -379,6 +379,33 @@ impl<'a, 'i> Section<'a, 'i> {
         out
     }
 
+    /// A list of non-negative integers (e.g. HTTP status codes); absent means empty.
+    pub fn integer_list(&mut self, key: &'static str) -> Vec<u64> {
+        let Some(value) = self.take(key) else {
+            return Vec::new();
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.wrong_type(key, "an array of integers", value);
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let parsed = match item.get_ref() {
+                DeValue::Integer(n) => u64::from_str_radix(n.as_str(), n.radix()).ok(),
+                _ => None,
+            };
+            match parsed {
+                Some(n) => out.push(n),
+                None => {
+                    let path = format!("{}[{i}]", self.key_path(key));
+                    self.ctx
+                        .error(item.span().start, path, "expected a non-negative integer");
+                }
+            }
+        }
+        out
+    }
+
     pub fn optional_secret(&mut self, key: &'static str) -> Option<Secret> {
         let value = self.take(key)?;
         self.ctx.secret(&self.key_path(key), value)

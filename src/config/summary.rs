@@ -106,6 +106,12 @@ impl Config {
                 TargetKind::Magento { base_url, .. } | TargetKind::Http { base_url, .. } => {
                     super::targets::url_host(base_url).into()
                 }
+                TargetKind::Odoo(odoo) => format!(
+                    "{} ({})",
+                    super::targets::url_host(&odoo.base_url),
+                    odoo.model
+                ),
+                TargetKind::Rest(rest) => super::targets::url_host(&rest.base_url).into(),
             };
             writeln!(
                 out,

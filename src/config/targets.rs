@@ -4,7 +4,10 @@ use super::load::{Unique, check_name};
 use super::reader::{Entry, Section};
 use super::{DeliveryConfig, FieldSource, Mapping, TargetConfig, TargetFilter, TargetKind};
 
-pub(super) const KINDS: &[&str] = &["log", "shopify", "magento", "http"];
+// `kind = "odoo"` and `kind = "rest"`.
+mod erp;
+
+pub(super) const KINDS: &[&str] = &["log", "shopify", "magento", "http", "odoo", "rest"];
 pub(super) const DEFAULT_SHOPIFY_API_VERSION: &str = "2026-04";
 const SHOPIFY_SUFFIX: &str = ".myshopify.com";
 
@@ -53,6 +56,8 @@ fn read_target(mut t: Section<'_, '_>, names: &mut Unique) -> Option<TargetConfi
         Some("shopify") => required_table(&mut t, "shopify").and_then(shopify),
         Some("magento") => required_table(&mut t, "magento").and_then(magento),
         Some("http") => required_table(&mut t, "http").and_then(http),
+        Some("odoo") => required_table(&mut t, "odoo").and_then(erp::odoo),
+        Some("rest") => required_table(&mut t, "rest").and_then(erp::rest),
         Some(other) => {
             let expected = KINDS.join(", ");
             t.invalid(
@@ -134,14 +139,23 @@ fn mapping_fields(kind: &TargetKind) -> Option<&'static [&'static str]> {
         // These send the whole canonical product: there is nothing to map.
         TargetKind::Log { .. } | TargetKind::Http { .. } => Some(&[]),
         TargetKind::Shopify { .. } | TargetKind::Magento { .. } => None,
+        // Custom `x_` fields are checked in `check_mapping_fields`.
+        TargetKind::Odoo(_) => Some(pimsync_connectors::erp::odoo::FIELDS),
+        // Any name: the templates say which ones they use (checked with the templates).
+        TargetKind::Rest(_) => None,
     }
 }
 
 fn check_mapping_fields(t: &Section<'_, '_>, kind: &TargetKind, mapping: &Mapping) {
+    erp::check_mapping(t, kind, mapping);
     let Some(allowed) = mapping_fields(kind) else {
         return;
     };
+    let odoo = matches!(kind, TargetKind::Odoo(_));
     for field in mapping.fields.keys() {
+        if odoo && pimsync_connectors::erp::odoo::is_mappable(field) {
+            continue;
+        }
         if !allowed.contains(&field.as_str()) {
             let message = if allowed.is_empty() {
                 format!(
@@ -149,7 +163,11 @@ fn check_mapping_fields(t: &Section<'_, '_>, kind: &TargetKind, mapping: &Mappin
                     kind.name()
                 )
             } else {
-                format!("unknown field (expected one of: {})", allowed.join(", "))
+                let custom = if odoo { ", or a custom x_ field" } else { "" };
+                format!(
+                    "unknown field (expected one of: {}{custom})",
+                    allowed.join(", ")
+                )
             };
             t.ctx()
                 .error(0, format!("{}.mapping.{field}", t.path()), message);
@@ -324,7 +342,7 @@ fn magento(mut s: Section<'_, '_>) -> Option<TargetKind> {
     })
 }
 
-fn check_base_url(s: &Section<'_, '_>, url: &str) -> bool {
+pub(super) fn check_base_url(s: &Section<'_, '_>, url: &str) -> bool {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));

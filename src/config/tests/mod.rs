@@ -348,7 +348,7 @@ kind = "ftp"
             "targets[0].shopify.shop: must end in .myshopify.com",
             "targets[0].shopify.access_token: environment variable SHOPIFY_TOKEN is not set",
             r#"targets[1].name: duplicate target name "shop" (also used by targets[0])"#,
-            r#"targets[1].kind: unknown kind "ftp" (expected one of: log, shopify, magento, http)"#,
+            r#"targets[1].kind: unknown kind "ftp" (expected one of: log, shopify, magento, http, odoo, rest)"#,
         ]
     );
 }

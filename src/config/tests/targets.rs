@@ -162,7 +162,7 @@ fn unknown_kind_lists_the_supported_ones() {
     assert_eq!(
         errors(&text),
         [
-            r#"targets[0].kind: unknown kind "woocommerce" (expected one of: log, shopify, magento, http)"#
+            r#"targets[0].kind: unknown kind "woocommerce" (expected one of: log, shopify, magento, http, odoo, rest)"#
         ]
     );
     let text = format!("{SOURCE}\n[[targets]]\nname = \"x\"\n");
@@ -344,4 +344,85 @@ request_timeout = "10m"
             "targets[0].delivery.request_timeout: must be shorter than lease_timeout, or a slow apply would be taken twice",
         ]
     );
+}
+
+#[test]
+fn erp_targets_parse_with_key_paths() {
+    let text = format!(
+        r#"{SOURCE}
+[[targets]]
+name = "odoo"
+kind = "odoo"
+[targets.odoo]
+base_url = "https://odoo.example.com"
+database = "prod"
+api_key = "odoo-key"
+on_delete = "unlink"
+categories = [{{ name = "Chairs", id = 12 }}]
+[targets.mapping]
+name = "title"
+x_material = "material"
+
+[[targets]]
+name = "netsuite"
+kind = "rest"
+[targets.rest]
+base_url = "https://123.suitetalk.api.netsuite.com/services/rest"
+idempotency_header = "X-NetSuite-Idempotency-Key"
+[targets.rest.auth]
+type = "oauth2"
+token_url = "https://123.suitetalk.api.netsuite.com/services/rest/auth/oauth2/v1/token"
+client_id = "app"
+client_secret = "s3cret"
+[targets.rest.upsert]
+method = "PUT"
+path = "/record/v1/inventoryItem/eid:{{key}}"
+body = '{{"displayName": "{{{{name}}}}"}}'
+success = [200, 204]
+[targets.mapping]
+name = "title"
+"#
+    );
+    let config = load(&text);
+    let TargetKind::Odoo(odoo) = &config.targets[0].kind else {
+        panic!("odoo")
+    };
+    assert_eq!(odoo.api_key, "odoo-key");
+    assert_eq!(odoo.database.as_deref(), Some("prod"));
+    assert_eq!(odoo.categories["Chairs"], 12);
+    let TargetKind::Rest(rest) = &config.targets[1].kind else {
+        panic!("rest")
+    };
+    assert_eq!(rest.upsert.success, [200, 204]);
+    assert_eq!(
+        rest.idempotency_header.as_deref(),
+        Some("X-NetSuite-Idempotency-Key")
+    );
+
+    let text = format!(
+        r#"{SOURCE}
+[[targets]]
+name = "odoo"
+kind = "odoo"
+odoo = {{ base_url = "https://odoo", api_key = "k", model = "product.variant" }}
+[targets.mapping]
+colour = "colour"
+default_code = "sku"
+
+[[targets]]
+name = "erp"
+kind = "rest"
+[targets.rest]
+base_url = "https://erp"
+auth = {{ type = "magic" }}
+upsert = {{ method = "PUT", path = "/items/{{key}}", body = '{{"c": "{{{{colour}}}}"}}' }}
+"#
+    );
+    let found = errors(&text);
+    for expected in [
+        "targets[0].odoo.model: unknown model \"product.variant\" (expected one of: product.template, product.product)",
+        "targets[1].rest.auth.type: unknown auth type \"magic\" (expected one of: none, bearer, basic, oauth2, session)",
+    ] {
+        assert!(found.contains(&expected.to_string()), "{found:?}");
+    }
 }
