@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use pimsync_connectors::Connector;
+use pimsync_connectors::erp::{odoo, rest};
 use pimsync_connectors::http_target::HttpTarget;
 use pimsync_connectors::log::LogConnector;
 
@@ -22,6 +23,16 @@ pub fn build(target: &TargetConfig) -> Result<Arc<dyn Connector>, String> {
                 .as_ref()
                 .map(|t| String::from_utf8_lossy(t.expose()).into_owned());
             HttpTarget::new(base_url, token, timeout)
+                .map(|c| Arc::new(c) as Arc<dyn Connector>)
+                .map_err(|e| e.to_string())
+        }
+        TargetKind::Odoo(settings) => {
+            odoo::connector((**settings).clone(), target.mapping.clone(), timeout)
+                .map(|c| Arc::new(c) as Arc<dyn Connector>)
+                .map_err(|e| e.to_string())
+        }
+        TargetKind::Rest(settings) => {
+            rest::connector((**settings).clone(), target.mapping.clone(), timeout)
                 .map(|c| Arc::new(c) as Arc<dyn Connector>)
                 .map_err(|e| e.to_string())
         }
