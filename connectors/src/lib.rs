@@ -7,6 +7,7 @@ pub mod connector;
 pub mod http;
 pub mod http_target;
 pub mod log;
+pub mod magento;
 pub mod mapping;
 pub mod product;
 
