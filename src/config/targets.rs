@@ -1,5 +1,7 @@
 //! `[[targets]]`: the systems kept in step with the PIM.
 
+mod magento;
+
 use super::load::{Unique, check_name};
 use super::reader::{Entry, Section};
 use super::{DeliveryConfig, FieldSource, Mapping, TargetConfig, TargetFilter, TargetKind};
@@ -51,7 +53,7 @@ fn read_target(mut t: Section<'_, '_>, names: &mut Unique) -> Option<TargetConfi
     let kind = match kind.as_deref() {
         Some("log") => Some(log(&mut t)),
         Some("shopify") => required_table(&mut t, "shopify").and_then(shopify),
-        Some("magento") => required_table(&mut t, "magento").and_then(magento),
+        Some("magento") => required_table(&mut t, "magento").and_then(magento::magento),
         Some("http") => required_table(&mut t, "http").and_then(http),
         Some(other) => {
             let expected = KINDS.join(", ");
@@ -133,7 +135,8 @@ fn mapping_fields(kind: &TargetKind) -> Option<&'static [&'static str]> {
     match kind {
         // These send the whole canonical product: there is nothing to map.
         TargetKind::Log { .. } | TargetKind::Http { .. } => Some(&[]),
-        TargetKind::Shopify { .. } | TargetKind::Magento { .. } => None,
+        TargetKind::Magento(_) => Some(pimsync_connectors::magento::MAPPING_FIELDS),
+        TargetKind::Shopify { .. } => None,
     }
 }
 
@@ -310,18 +313,6 @@ fn is_api_version(v: &str) -> bool {
             .enumerate()
             .all(|(i, c)| i == 4 || c.is_ascii_digit())
         && matches!(month, Some(1..=12))
-}
-
-fn magento(mut s: Section<'_, '_>) -> Option<TargetKind> {
-    let base_url = s
-        .required_str("base_url")
-        .filter(|url| check_base_url(&s, url));
-    let access_token = s.secret("access_token");
-    s.finish();
-    Some(TargetKind::Magento {
-        base_url: base_url?,
-        access_token: access_token?,
-    })
 }
 
 fn check_base_url(s: &Section<'_, '_>, url: &str) -> bool {
