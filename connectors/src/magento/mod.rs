@@ -164,7 +164,8 @@ impl Connector for MagentoConnector {
                 ..
             } => Err(ApplyError::permanent(
                 "product models (Magento configurable products) are not supported by the \
-                 magento connector yet; their variants are sent as simple products",
+                 magento connector yet; filter them out of this target (variants that arrive \
+                 as products of their own are sent as simple products)",
             )),
             Desired::Upsert { snapshot, .. } => self.upsert(sku, snapshot).await,
             Desired::Delete => self.delete(sku, request.remote_ids).await,
