@@ -8,6 +8,7 @@ pub mod erp;
 pub mod http;
 pub mod http_target;
 pub mod log;
+pub mod magento;
 pub mod mapping;
 pub mod product;
 

@@ -180,10 +180,8 @@ pub enum TargetKind {
         api_version: String,
         access_token: Secret,
     },
-    Magento {
-        base_url: String,
-        access_token: Secret,
-    },
+    /// Magento Open Source / Adobe Commerce; the connector's settings, secrets resolved.
+    Magento(pimsync_connectors::magento::MagentoSettings),
     /// pimsync's own HTTP contract: PUT/DELETE `{base_url}/products/{key}`.
     Http {
         base_url: String,
@@ -200,7 +198,7 @@ impl TargetKind {
         match self {
             TargetKind::Log { .. } => "log",
             TargetKind::Shopify { .. } => "shopify",
-            TargetKind::Magento { .. } => "magento",
+            TargetKind::Magento(_) => "magento",
             TargetKind::Http { .. } => "http",
             TargetKind::Odoo(_) => "odoo",
             TargetKind::Rest(_) => "rest",

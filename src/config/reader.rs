@@ -105,6 +105,29 @@ impl<'e> Ctx<'e> {
         Some(Secret::new(bytes))
     }
 
+    /// A non-negative integer value, or an error at `path`.
+    pub fn non_negative(&self, path: &str, value: &Value<'_>) -> Option<u64> {
+        let pos = value.span().start;
+        match value.get_ref() {
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) if n >= 0 => Some(n.unsigned_abs()),
+                Ok(_) => {
+                    self.error(pos, path, "must not be negative");
+                    None
+                }
+                Err(_) => {
+                    self.error(pos, path, "integer out of range");
+                    None
+                }
+            },
+            other => {
+                let msg = format!("expected an integer, found {}", type_name(other));
+                self.error(pos, path, msg);
+                None
+            }
+        }
+    }
+
     fn secret_from_env(&self, path: &str, pos: usize, name: &str) -> Option<Vec<u8>> {
         match self.env.var(name) {
             Some(value) if value.is_empty() => {
@@ -379,28 +402,20 @@ impl<'a, 'i> Section<'a, 'i> {
         out
     }
 
-    /// A list of non-negative integers (e.g. HTTP status codes); absent means empty.
-    pub fn integer_list(&mut self, key: &'static str) -> Vec<u64> {
+    /// An array of non-negative integers (ids).
+    pub fn integer_list(&mut self, key: &'static str, default: &[u64]) -> Vec<u64> {
         let Some(value) = self.take(key) else {
-            return Vec::new();
+            return default.to_vec();
         };
         let DeValue::Array(items) = value.get_ref() else {
             self.wrong_type(key, "an array of integers", value);
-            return Vec::new();
+            return default.to_vec();
         };
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            let parsed = match item.get_ref() {
-                DeValue::Integer(n) => u64::from_str_radix(n.as_str(), n.radix()).ok(),
-                _ => None,
-            };
-            match parsed {
-                Some(n) => out.push(n),
-                None => {
-                    let path = format!("{}[{i}]", self.key_path(key));
-                    self.ctx
-                        .error(item.span().start, path, "expected a non-negative integer");
-                }
+            let path = format!("{}[{i}]", self.key_path(key));
+            if let Some(n) = self.ctx.non_negative(&path, item) {
+                out.push(n);
             }
         }
         out
@@ -509,6 +524,46 @@ impl<'a, 'i> Section<'a, 'i> {
                 },
             };
             out.push((key, entry));
+        }
+        out
+    }
+
+    /// Every key of a table whose keys are chosen by the operator and whose values are
+    /// strings (e.g. locale → store view code), with each value's path and position for
+    /// later errors. Other values are reported and left out.
+    pub fn string_entries(self) -> Vec<(String, Item<String>)> {
+        let mut out = Vec::new();
+        for (key, value) in self.table.iter() {
+            let key = key.get_ref().to_string();
+            let path = self.key_path(&key);
+            let pos = value.span().start;
+            match value.get_ref() {
+                DeValue::String(s) => out.push((
+                    key,
+                    Item {
+                        path,
+                        pos,
+                        value: s.to_string(),
+                    },
+                )),
+                other => {
+                    let msg = format!("expected a string, found {}", type_name(other));
+                    self.ctx.error(pos, path, msg);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every key of a table whose keys are chosen by the operator and whose values are
+    /// non-negative integers (e.g. category code → id). Bad values are reported and left out.
+    pub fn integer_entries(self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for (key, value) in self.table.iter() {
+            let key = key.get_ref().to_string();
+            if let Some(n) = self.ctx.non_negative(&self.key_path(&key), value) {
+                out.push((key, n));
+            }
         }
         out
     }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{Config, SignatureEncoding, SourceFormat, TargetFilter, TargetKind};
+use pimsync_connectors::magento::MagentoAuth;
 
 impl Config {
     pub fn summary(&self) -> String {
@@ -103,9 +104,17 @@ impl Config {
                 TargetKind::Shopify {
                     shop, api_version, ..
                 } => format!("{shop} (API {api_version})"),
-                TargetKind::Magento { base_url, .. } | TargetKind::Http { base_url, .. } => {
-                    super::targets::url_host(base_url).into()
-                }
+                TargetKind::Magento(m) => format!(
+                    "{} ({} auth, {}, deletion {})",
+                    super::targets::url_host(&m.base_url),
+                    match m.auth {
+                        MagentoAuth::Bearer { .. } => "bearer",
+                        MagentoAuth::OAuth1(_) => "oauth1",
+                    },
+                    if m.msi { "msi" } else { "legacy stock" },
+                    m.deletion.name()
+                ),
+                TargetKind::Http { base_url, .. } => super::targets::url_host(base_url).into(),
                 TargetKind::Odoo(odoo) => format!(
                     "{} ({})",
                     super::targets::url_host(&odoo.base_url),

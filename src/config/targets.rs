@@ -1,5 +1,7 @@
 //! `[[targets]]`: the systems kept in step with the PIM.
 
+mod magento;
+
 use super::load::{Unique, check_name};
 use super::reader::{Entry, Section};
 use super::{DeliveryConfig, FieldSource, Mapping, TargetConfig, TargetFilter, TargetKind};
@@ -54,7 +56,7 @@ fn read_target(mut t: Section<'_, '_>, names: &mut Unique) -> Option<TargetConfi
     let kind = match kind.as_deref() {
         Some("log") => Some(log(&mut t)),
         Some("shopify") => required_table(&mut t, "shopify").and_then(shopify),
-        Some("magento") => required_table(&mut t, "magento").and_then(magento),
+        Some("magento") => required_table(&mut t, "magento").and_then(magento::magento),
         Some("http") => required_table(&mut t, "http").and_then(http),
         Some("odoo") => required_table(&mut t, "odoo").and_then(erp::odoo),
         Some("rest") => required_table(&mut t, "rest").and_then(erp::rest),
@@ -138,7 +140,8 @@ fn mapping_fields(kind: &TargetKind) -> Option<&'static [&'static str]> {
     match kind {
         // These send the whole canonical product: there is nothing to map.
         TargetKind::Log { .. } | TargetKind::Http { .. } => Some(&[]),
-        TargetKind::Shopify { .. } | TargetKind::Magento { .. } => None,
+        TargetKind::Magento(_) => Some(pimsync_connectors::magento::MAPPING_FIELDS),
+        TargetKind::Shopify { .. } => None,
         // Custom `x_` fields are checked in `check_mapping_fields`.
         TargetKind::Odoo(_) => Some(pimsync_connectors::erp::odoo::FIELDS),
         // Any name: the templates say which ones they use (checked with the templates).
@@ -330,19 +333,7 @@ fn is_api_version(v: &str) -> bool {
         && matches!(month, Some(1..=12))
 }
 
-fn magento(mut s: Section<'_, '_>) -> Option<TargetKind> {
-    let base_url = s
-        .required_str("base_url")
-        .filter(|url| check_base_url(&s, url));
-    let access_token = s.secret("access_token");
-    s.finish();
-    Some(TargetKind::Magento {
-        base_url: base_url?,
-        access_token: access_token?,
-    })
-}
-
-pub(super) fn check_base_url(s: &Section<'_, '_>, url: &str) -> bool {
+fn check_base_url(s: &Section<'_, '_>, url: &str) -> bool {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));

@@ -36,7 +36,14 @@ pub fn build(target: &TargetConfig) -> Result<Arc<dyn Connector>, String> {
                 .map(|c| Arc::new(c) as Arc<dyn Connector>)
                 .map_err(|e| e.to_string())
         }
-        TargetKind::Shopify { .. } | TargetKind::Magento { .. } => Err(format!(
+        TargetKind::Magento(settings) => pimsync_connectors::magento::connector(
+            settings.clone(),
+            target.mapping.clone(),
+            timeout,
+        )
+        .map(|c| Arc::new(c) as Arc<dyn Connector>)
+        .map_err(|e| e.to_string()),
+        TargetKind::Shopify { .. } => Err(format!(
             "kind = \"{}\" is not available in this build yet",
             target.kind.name()
         )),

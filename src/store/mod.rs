@@ -88,8 +88,8 @@ impl Store {
         }
         schema::migrate(&mut conn)?;
         schema::configure_writer(&conn)?;
-        let checkpointer = checkpoint::Checkpointer::start(&config.path)
-            .map_err(|e| open_error(e.to_string()))?;
+        let checkpointer =
+            checkpoint::Checkpointer::start(&config.path).map_err(|e| open_error(e.to_string()))?;
 
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(WriterStats::default());

@@ -168,7 +168,7 @@ fn operation(mut o: Section<'_, '_>) -> Option<RestOperation> {
     let path = o.required_str("path");
     let body = o.optional_str("body");
     let success: Vec<u16> = o
-        .integer_list("success")
+        .integer_list("success", &[])
         .into_iter()
         .map(|c| u16::try_from(c).unwrap_or(0))
         .collect();

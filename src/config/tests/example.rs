@@ -17,12 +17,21 @@ fn example_env() -> TestEnv {
         )
         .var("SHOPIFY_EU_TOKEN", "shpat_example")
         .var("MAGENTO_TOKEN", "magento-token")
+        .var("MAGENTO_CONSUMER_KEY", "magento-consumer-key")
         .var("CREDENTIALS_DIRECTORY", "/run/credentials/pimsync.service")
         .file(
             "/run/credentials/pimsync.service/akeneo-event-platform",
             "aep-primary\n",
         )
         .file("/etc/pimsync/secrets/erp-webhook", "erp-secret\n")
+        .file(
+            "/run/credentials/pimsync.service/magento-consumer-secret",
+            "magento-consumer-secret\n",
+        )
+        .file(
+            "/run/credentials/pimsync.service/magento-token-secret",
+            "magento-token-secret\n",
+        )
 }
 
 #[test]
@@ -55,6 +64,15 @@ fn example_config_parses() {
         matches!(&config.targets[0].kind, TargetKind::Log { path: Some(p) } if p == Path::new("/var/log/pimsync/audit.jsonl"))
     );
     assert!(config.targets[1].filter.enabled_only);
+    let TargetKind::Magento(magento) = &config.targets[2].kind else {
+        panic!("magento")
+    };
+    assert!(matches!(
+        &magento.auth,
+        pimsync_connectors::magento::MagentoAuth::OAuth1(c) if c.access_token_secret == "magento-token-secret"
+    ));
+    assert_eq!(magento.store_views.len(), 2);
+    assert_eq!(config.targets[2].mapping.fields.len(), 5);
 }
 
 #[test]
@@ -74,6 +92,9 @@ fn example_without_the_environment_names_each_missing_secret() {
             "sources[3].secret",
             "targets[1].shopify.access_token",
             "targets[2].magento.access_token",
+            "targets[2].magento.consumer_key",
+            "targets[2].magento.consumer_secret",
+            "targets[2].magento.access_token_secret",
         ]
     );
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::*;
 
 mod example;
+mod magento;
 mod secrets;
 mod sources;
 mod targets;
@@ -401,7 +402,7 @@ magento = { base_url = "https://magento.example.com/shop/", access_token = { env
         "inbox            kept 7days, at most 1000000 rows",
         "akeneo  POST /webhooks/akeneo  akeneo (tolerance 5m)",
         "shop-eu  shopify eu.myshopify.com (API 2026-04); families shoes; enabled only",
-        "erp  magento magento.example.com; all products",
+        "erp  magento magento.example.com (bearer auth, msi, deletion disable); all products",
         "targets (2):",
     ] {
         assert!(

@@ -70,15 +70,16 @@ access_token = "m"
     assert_eq!(shop, "example-eu.myshopify.com");
     assert_eq!(api_version, "2026-04");
     assert_eq!(access_token.expose(), b"t");
-    let TargetKind::Magento {
-        base_url,
-        access_token,
-    } = &config.targets[1].kind
-    else {
+    let TargetKind::Magento(magento) = &config.targets[1].kind else {
         panic!("magento")
     };
-    assert_eq!(base_url, "http://localhost:8081");
-    assert_eq!(access_token.expose(), b"m");
+    assert_eq!(magento.base_url, "http://localhost:8081");
+    assert_eq!(
+        magento.auth,
+        pimsync_connectors::magento::MagentoAuth::Bearer {
+            access_token: "m".into()
+        }
+    );
 }
 
 fn shopify(shop: &str, api_version: &str) -> String {
