@@ -9,6 +9,7 @@ pub mod http_target;
 pub mod log;
 pub mod mapping;
 pub mod product;
+pub mod shopify;
 
 pub use connector::{Applied, ApplyError, ApplyRequest, Connector, Desired, RemoteIds, Variant};
 pub use product::{
