@@ -174,12 +174,8 @@ pub struct TargetFilter {
 pub enum TargetKind {
     /// Writes what would be sent, one JSON line per apply (stdout when no path).
     Log { path: Option<PathBuf> },
-    Shopify {
-        /// `name.myshopify.com`
-        shop: String,
-        api_version: String,
-        access_token: Secret,
-    },
+    /// The Shopify connector's settings, secrets resolved (its `Debug` redacts them).
+    Shopify(pimsync_connectors::shopify::ShopifySettings),
     Magento {
         base_url: String,
         access_token: Secret,
@@ -195,7 +191,7 @@ impl TargetKind {
     pub fn name(&self) -> &'static str {
         match self {
             TargetKind::Log { .. } => "log",
-            TargetKind::Shopify { .. } => "shopify",
+            TargetKind::Shopify(_) => "shopify",
             TargetKind::Magento { .. } => "magento",
             TargetKind::Http { .. } => "http",
         }

@@ -100,9 +100,9 @@ impl Config {
             let destination = match &target.kind {
                 TargetKind::Log { path: None } => "to stdout".to_string(),
                 TargetKind::Log { path: Some(path) } => format!("to {}", path.display()),
-                TargetKind::Shopify {
-                    shop, api_version, ..
-                } => format!("{shop} (API {api_version})"),
+                TargetKind::Shopify(shopify) => {
+                    format!("{} (API {})", shopify.shop, shopify.api_version)
+                }
                 TargetKind::Magento { base_url, .. } | TargetKind::Http { base_url, .. } => {
                     super::targets::url_host(base_url).into()
                 }

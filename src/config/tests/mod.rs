@@ -7,6 +7,7 @@ use super::*;
 
 mod example;
 mod secrets;
+mod shopify;
 mod sources;
 mod targets;
 
