@@ -175,7 +175,8 @@ pub enum TargetKind {
     /// Writes what would be sent, one JSON line per apply (stdout when no path).
     Log { path: Option<PathBuf> },
     /// The Shopify connector's settings, secrets resolved (its `Debug` redacts them).
-    Shopify(pimsync_connectors::shopify::ShopifySettings),
+    /// Boxed: far larger than the other kinds.
+    Shopify(Box<pimsync_connectors::shopify::ShopifySettings>),
     Magento {
         base_url: String,
         access_token: Secret,

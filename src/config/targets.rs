@@ -221,7 +221,7 @@ fn read_delivery(mut d: Section<'_, '_>) -> Option<DeliveryConfig> {
         "must be shorter than lease_timeout, or a slow apply would be taken twice",
     );
     d.finish();
-    ok.then(|| DeliveryConfig {
+    ok.then_some(DeliveryConfig {
         concurrency: concurrency as usize,
         rate_limit: rate_limit as f64,
         burst: burst as u32,

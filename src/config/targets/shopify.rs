@@ -101,7 +101,7 @@ pub(super) fn read(mut s: Section<'_, '_>, mapping: Option<&Mapping>) -> Option<
         options,
         endpoint_override: None,
     };
-    ok.then_some(TargetKind::Shopify(settings))
+    ok.then(|| TargetKind::Shopify(Box::new(settings)))
 }
 
 /// Either a static `access_token`, or `client_id` + `client_secret` for the
