@@ -11,6 +11,7 @@ pub mod log;
 pub mod magento;
 pub mod mapping;
 pub mod product;
+pub mod shopify;
 
 pub use connector::{Applied, ApplyError, ApplyRequest, Connector, Desired, RemoteIds, Variant};
 pub use product::{

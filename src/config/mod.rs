@@ -174,14 +174,11 @@ pub struct TargetFilter {
 pub enum TargetKind {
     /// Writes what would be sent, one JSON line per apply (stdout when no path).
     Log { path: Option<PathBuf> },
-    Shopify {
-        /// `name.myshopify.com`
-        shop: String,
-        api_version: String,
-        access_token: Secret,
-    },
+    /// The Shopify connector's settings, secrets resolved (its `Debug` redacts them).
+    /// Boxed: far larger than the other kinds.
+    Shopify(Box<pimsync_connectors::shopify::ShopifySettings>),
     /// Magento Open Source / Adobe Commerce; the connector's settings, secrets resolved.
-    Magento(pimsync_connectors::magento::MagentoSettings),
+    Magento(Box<pimsync_connectors::magento::MagentoSettings>),
     /// pimsync's own HTTP contract: PUT/DELETE `{base_url}/products/{key}`.
     Http {
         base_url: String,
@@ -197,7 +194,7 @@ impl TargetKind {
     pub fn name(&self) -> &'static str {
         match self {
             TargetKind::Log { .. } => "log",
-            TargetKind::Shopify { .. } => "shopify",
+            TargetKind::Shopify(_) => "shopify",
             TargetKind::Magento(_) => "magento",
             TargetKind::Http { .. } => "http",
             TargetKind::Odoo(_) => "odoo",

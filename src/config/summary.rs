@@ -101,9 +101,9 @@ impl Config {
             let destination = match &target.kind {
                 TargetKind::Log { path: None } => "to stdout".to_string(),
                 TargetKind::Log { path: Some(path) } => format!("to {}", path.display()),
-                TargetKind::Shopify {
-                    shop, api_version, ..
-                } => format!("{shop} (API {api_version})"),
+                TargetKind::Shopify(shopify) => {
+                    format!("{} (API {})", shopify.shop, shopify.api_version)
+                }
                 TargetKind::Magento(m) => format!(
                     "{} ({} auth, {}, deletion {})",
                     super::targets::url_host(&m.base_url),

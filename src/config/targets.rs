@@ -1,6 +1,7 @@
 //! `[[targets]]`: the systems kept in step with the PIM.
 
 mod magento;
+mod shopify;
 
 use super::load::{Unique, check_name};
 use super::reader::{Entry, Section};
@@ -55,7 +56,8 @@ fn read_target(mut t: Section<'_, '_>, names: &mut Unique) -> Option<TargetConfi
 
     let kind = match kind.as_deref() {
         Some("log") => Some(log(&mut t)),
-        Some("shopify") => required_table(&mut t, "shopify").and_then(shopify),
+        Some("shopify") => required_table(&mut t, "shopify")
+            .and_then(|section| shopify::read(section, mapping.as_ref())),
         Some("magento") => required_table(&mut t, "magento").and_then(magento::magento),
         Some("http") => required_table(&mut t, "http").and_then(http),
         Some("odoo") => required_table(&mut t, "odoo").and_then(erp::odoo),
@@ -140,8 +142,8 @@ fn mapping_fields(kind: &TargetKind) -> Option<&'static [&'static str]> {
     match kind {
         // These send the whole canonical product: there is nothing to map.
         TargetKind::Log { .. } | TargetKind::Http { .. } => Some(&[]),
+        TargetKind::Shopify(_) => Some(pimsync_connectors::shopify::MAPPING_FIELDS),
         TargetKind::Magento(_) => Some(pimsync_connectors::magento::MAPPING_FIELDS),
-        TargetKind::Shopify { .. } => None,
         // Custom `x_` fields are checked in `check_mapping_fields`.
         TargetKind::Odoo(_) => Some(pimsync_connectors::erp::odoo::FIELDS),
         // Any name: the templates say which ones they use (checked with the templates).
@@ -275,51 +277,6 @@ fn log(t: &mut Section<'_, '_>) -> TargetKind {
     let path = path.map(|p| l.ctx().resolve_path(&p));
     l.finish();
     TargetKind::Log { path }
-}
-
-fn shopify(mut s: Section<'_, '_>) -> Option<TargetKind> {
-    let shop = s
-        .required_str("shop")
-        .map(|shop| shop.to_ascii_lowercase())
-        .filter(|shop| check_shop(&s, shop));
-    let api_version = s
-        .optional_str("api_version")
-        .unwrap_or_else(|| DEFAULT_SHOPIFY_API_VERSION.to_string());
-    let api_version_ok = is_api_version(&api_version);
-    if !api_version_ok {
-        let msg = format!(
-            "invalid API version \"{api_version}\" (expected YYYY-MM, e.g. \"{DEFAULT_SHOPIFY_API_VERSION}\")"
-        );
-        s.invalid("api_version", msg);
-    }
-    let access_token = s.secret("access_token");
-    s.finish();
-    Some(TargetKind::Shopify {
-        shop: shop?,
-        api_version: Some(api_version).filter(|_| api_version_ok)?,
-        access_token: access_token?,
-    })
-}
-
-/// The shop is addressed by its permanent `*.myshopify.com` domain, not a custom domain,
-/// because the Admin API is only served there.
-fn check_shop(s: &Section<'_, '_>, shop: &str) -> bool {
-    let Some(store) = shop.strip_suffix(SHOPIFY_SUFFIX) else {
-        s.invalid("shop", "must end in .myshopify.com");
-        return false;
-    };
-    let ok = !store.is_empty()
-        && !store.starts_with('-')
-        && store
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !ok {
-        s.invalid(
-            "shop",
-            "must be a bare shop domain like \"example.myshopify.com\"",
-        );
-    }
-    ok
 }
 
 fn is_api_version(v: &str) -> bool {

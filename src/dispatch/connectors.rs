@@ -1,20 +1,21 @@
 //! Builds each target's connector from its config.
 
+use std::fmt::Display;
 use std::sync::Arc;
 
 use pimsync_connectors::Connector;
 use pimsync_connectors::erp::{odoo, rest};
 use pimsync_connectors::http_target::HttpTarget;
 use pimsync_connectors::log::LogConnector;
+use pimsync_connectors::{magento, shopify};
 
 use crate::config::{TargetConfig, TargetKind};
 
 pub fn build(target: &TargetConfig) -> Result<Arc<dyn Connector>, String> {
     let timeout = target.delivery.request_timeout;
+    let mapping = || target.mapping.clone();
     match &target.kind {
-        TargetKind::Log { path } => LogConnector::open(path.as_ref())
-            .map(|c| Arc::new(c) as Arc<dyn Connector>)
-            .map_err(|e| format!("cannot open the log file: {e}")),
+        TargetKind::Log { path } => shared(LogConnector::open(path.as_ref())),
         TargetKind::Http {
             base_url,
             bearer_token,
@@ -22,30 +23,27 @@ pub fn build(target: &TargetConfig) -> Result<Arc<dyn Connector>, String> {
             let token = bearer_token
                 .as_ref()
                 .map(|t| String::from_utf8_lossy(t.expose()).into_owned());
-            HttpTarget::new(base_url, token, timeout)
-                .map(|c| Arc::new(c) as Arc<dyn Connector>)
-                .map_err(|e| e.to_string())
+            shared(HttpTarget::new(base_url, token, timeout))
+        }
+        TargetKind::Shopify(settings) => {
+            shared(shopify::connector((**settings).clone(), mapping(), timeout))
+        }
+        TargetKind::Magento(settings) => {
+            shared(magento::connector((**settings).clone(), mapping(), timeout))
         }
         TargetKind::Odoo(settings) => {
-            odoo::connector((**settings).clone(), target.mapping.clone(), timeout)
-                .map(|c| Arc::new(c) as Arc<dyn Connector>)
-                .map_err(|e| e.to_string())
+            shared(odoo::connector((**settings).clone(), mapping(), timeout))
         }
         TargetKind::Rest(settings) => {
-            rest::connector((**settings).clone(), target.mapping.clone(), timeout)
-                .map(|c| Arc::new(c) as Arc<dyn Connector>)
-                .map_err(|e| e.to_string())
+            shared(rest::connector((**settings).clone(), mapping(), timeout))
         }
-        TargetKind::Magento(settings) => pimsync_connectors::magento::connector(
-            settings.clone(),
-            target.mapping.clone(),
-            timeout,
-        )
-        .map(|c| Arc::new(c) as Arc<dyn Connector>)
-        .map_err(|e| e.to_string()),
-        TargetKind::Shopify { .. } => Err(format!(
-            "kind = \"{}\" is not available in this build yet",
-            target.kind.name()
-        )),
     }
+}
+
+fn shared<C: Connector + 'static, E: Display>(
+    built: Result<C, E>,
+) -> Result<Arc<dyn Connector>, String> {
+    built
+        .map(|connector| Arc::new(connector) as Arc<dyn Connector>)
+        .map_err(|error| error.to_string())
 }

@@ -75,7 +75,7 @@ pub(super) fn magento(mut s: Section<'_, '_>) -> Option<TargetKind> {
     settings.visibility = Some(visibility as i64).filter(|_| visibility_ok)?;
     settings.categories = categories;
     settings.custom_attributes = custom_attributes;
-    Some(TargetKind::Magento(settings))
+    Some(TargetKind::Magento(Box::new(settings)))
 }
 
 /// `access_token` alone is sent as a Bearer token; with `consumer_key`, `consumer_secret`

@@ -7,7 +7,7 @@ use pimsync_connectors::magento::{DeletionPolicy, MagentoAuth, MagentoSettings};
 fn settings(text: &str, env: &TestEnv) -> MagentoSettings {
     let config = load_with(text, env);
     match &config.targets[0].kind {
-        TargetKind::Magento(settings) => settings.clone(),
+        TargetKind::Magento(settings) => (**settings).clone(),
         other => panic!("{other:?}"),
     }
 }

@@ -8,6 +8,7 @@ use super::*;
 mod example;
 mod magento;
 mod secrets;
+mod shopify;
 mod sources;
 mod targets;
 

@@ -2,6 +2,7 @@ use std::path::Path;
 
 use super::{SOURCE, TestEnv, errors, errors_with, load, load_with};
 use crate::config::TargetKind;
+use pimsync_connectors::shopify::{DeletionPolicy, ShopifyAuth};
 
 #[test]
 fn log_target_defaults_to_stdout_and_resolves_its_path() {
@@ -59,17 +60,20 @@ access_token = "m"
     assert_eq!(shop.filter.families, ["shoes", "hats"]);
     assert_eq!(shop.filter.categories, ["eu"]);
     assert!(shop.filter.enabled_only);
-    let TargetKind::Shopify {
-        shop,
-        api_version,
-        access_token,
-    } = &shop.kind
-    else {
+    let TargetKind::Shopify(shopify) = &shop.kind else {
         panic!("shopify")
     };
-    assert_eq!(shop, "example-eu.myshopify.com");
-    assert_eq!(api_version, "2026-04");
-    assert_eq!(access_token.expose(), b"t");
+    assert_eq!(shopify.shop, "example-eu.myshopify.com");
+    assert_eq!(shopify.api_version, "2026-04");
+    assert_eq!(shopify.auth, ShopifyAuth::AccessToken("t".into()));
+    assert_eq!(shopify.deletion, DeletionPolicy::Archive);
+    assert_eq!(
+        (
+            shopify.identifier_namespace.as_str(),
+            shopify.identifier_key.as_str()
+        ),
+        ("pim", "key")
+    );
     let TargetKind::Magento(magento) = &config.targets[1].kind else {
         panic!("magento")
     };
@@ -120,7 +124,7 @@ fn shopify_shop_and_api_version() {
     }
     let config = load(&shopify("a.myshopify.com", "2026-07"));
     assert!(
-        matches!(&config.targets[0].kind, TargetKind::Shopify { api_version, .. } if api_version == "2026-07")
+        matches!(&config.targets[0].kind, TargetKind::Shopify(s) if s.api_version == "2026-07")
     );
 }
 
@@ -193,7 +197,7 @@ location = "eu"
             "targets[0].retries: unknown key (expected one of: name, kind, filter, mapping, delivery, shopify)",
             "targets[0].filter.family: unknown key (expected one of: families, categories, enabled_only)",
             "targets[0].shopify.access_token.fallback: unknown key (expected one of: env, file, credential)",
-            "targets[0].shopify.location: unknown key (expected one of: shop, api_version, access_token)",
+            "targets[0].shopify.location: unknown key (expected one of: shop, api_version, access_token, client_id, client_secret, location_id, deletion, publications, identifier_namespace, identifier_key, metafields, options)",
         ]
     );
 }
