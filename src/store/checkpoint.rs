@@ -1,6 +1,8 @@
 //! The checkpointer: copies committed WAL frames into the database file on its own thread
-//! and connection, so the writer's commits are not held up by it. A passive checkpoint
-//! never blocks the writer or readers; when it has caught up, SQLite starts the WAL over.
+//! and connection, beside the writer. A passive checkpoint never blocks the writer or
+//! readers, so most of the copying (and the database fsync) happens off the commit path;
+//! the writer's own, rarer checkpoint (see `schema::configure_writer`) then has little left
+//! to copy before the WAL can start over.
 
 use std::path::Path;
 use std::sync::mpsc;

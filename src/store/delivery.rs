@@ -233,7 +233,7 @@ fn settle_row(conn: &Connection, s: &Settle, now: i64) -> Result<Settled, StoreE
             conn.prepare_cached(
                 "INSERT INTO applied (target, product_key, hash, remote_ids, applied_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (target, product_key) DO UPDATE SET
+                 ON CONFLICT (product_key, target) DO UPDATE SET
                      hash = excluded.hash, remote_ids = excluded.remote_ids, applied_at = excluded.applied_at",
             )?
             .execute(params![s.target, s.product_key, s.leased_hash, ids, now])?;

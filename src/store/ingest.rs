@@ -66,6 +66,8 @@ struct Existing {
     deleted: bool,
     snapshot: Option<String>,
     hash: String,
+    uuid: Option<String>,
+    parent: Option<String>,
 }
 
 pub(super) fn ingest(
@@ -124,7 +126,7 @@ fn apply_change(
     let existing = match &key {
         Some(key) => conn
             .prepare_cached(
-                "SELECT version, deleted, snapshot, content_hash FROM products WHERE product_key = ?1",
+                "SELECT version, deleted, snapshot, content_hash, uuid, parent FROM products WHERE product_key = ?1",
             )?
             .query_row([key], |row| {
                 Ok(Existing {
@@ -132,6 +134,8 @@ fn apply_change(
                     deleted: row.get(1)?,
                     snapshot: row.get(2)?,
                     hash: row.get(3)?,
+                    uuid: row.get(4)?,
+                    parent: row.get(5)?,
                 })
             })
             .optional()?,
@@ -210,11 +214,9 @@ fn apply_change(
         "INSERT INTO products (product_key, uuid, kind, version, deleted, snapshot, content_hash, source, updated_at, parent)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (product_key) DO UPDATE SET
-             uuid = coalesce(excluded.uuid, products.uuid),
              kind = excluded.kind,
              version = excluded.version,
              deleted = excluded.deleted,
-             parent = CASE WHEN excluded.snapshot IS NULL THEN products.parent ELSE excluded.parent END,
              snapshot = coalesce(excluded.snapshot, products.snapshot),
              content_hash = excluded.content_hash,
              source = excluded.source,
@@ -232,6 +234,20 @@ fn apply_change(
         now,
         snapshot_for_routing.as_ref().and_then(|s| s.parent.as_deref())
     ])?;
+    // The indexed uuid and parent are set apart, and only when they change: an upsert that
+    // assigns an indexed column rewrites its index entry, a random page for every webhook.
+    if let Some(e) = &existing {
+        if change.uuid.is_some() && change.uuid != e.uuid {
+            conn.prepare_cached("UPDATE products SET uuid = ?2 WHERE product_key = ?1")?
+                .execute(params![key, change.uuid])?;
+        }
+        if let Some(snapshot) = &snapshot_for_routing {
+            if snapshot.parent != e.parent {
+                conn.prepare_cached("UPDATE products SET parent = ?2 WHERE product_key = ?1")?
+                    .execute(params![key, snapshot.parent])?;
+            }
+        }
+    }
     if let Some(uuid) = &change.uuid {
         // A full state at least as new as a queued thin event makes the fetch pointless.
         conn.prepare_cached("DELETE FROM fetch_queue WHERE uuid = ?1 AND version <= ?2")?
@@ -251,7 +267,7 @@ fn apply_change(
         "INSERT INTO outbox (target, product_key, desired_hash, idempotency_key, state, attempts,
                              next_attempt_at, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)
-         ON CONFLICT (target, product_key) DO UPDATE SET
+         ON CONFLICT (product_key, target) DO UPDATE SET
              desired_hash = excluded.desired_hash,
              idempotency_key = excluded.idempotency_key,
              state = CASE WHEN outbox.state = 'leased' THEN 'leased' ELSE 'pending' END,
