@@ -50,7 +50,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo narrates on stdout; its simulated outage would otherwise flood the terminal
+    // with (expected) retry warnings.
+    let default_filter = match cli.command {
+        Command::Demo { .. } => "error",
+        _ => "info",
+    };
+    init_logging(cli.log_format, default_filter);
     match run(cli.command) {
         Ok(code) => code,
         Err(error) => {
@@ -135,9 +141,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

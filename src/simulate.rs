@@ -2,6 +2,8 @@
 //! benchmark and the integration tests all send what this produces, so they exercise the
 //! same bytes a real Akeneo would send.
 
+pub mod target;
+
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Bytes;
