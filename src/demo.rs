@@ -83,6 +83,7 @@ fn demo_config(dir: &Path, sims: &[Sim]) -> Config {
                 secret: Secret::new(SECRET),
                 tolerance: Duration::from_secs(300),
             },
+            echo_of: None,
         }],
         targets,
     }

@@ -113,6 +113,17 @@ impl Config {
         let sources = read_sources(&mut root);
         let targets = super::targets::read_targets(&mut root);
         root.finish();
+        if let (Some(sources), Some(targets)) = (&sources, &targets) {
+            for (i, source) in sources.iter().enumerate() {
+                let Some(echo_of) = &source.echo_of else {
+                    continue;
+                };
+                if !targets.iter().any(|t| &t.name == echo_of) {
+                    let msg = format!("no target is named \"{echo_of}\"");
+                    ctx.error(text.len(), format!("sources[{i}].echo_of"), msg);
+                }
+            }
+        }
 
         if let (false, Some(server), Some(store), Some(sources), Some(targets)) =
             (ctx.has_errors(), server, store, sources, targets)

@@ -65,6 +65,10 @@ pub struct SourceConfig {
     /// URL path the source posts to, e.g. `/webhooks/akeneo`.
     pub path: String,
     pub format: SourceFormat,
+    /// A target whose own webhooks come back through this source (Shopify
+    /// `products/update` after pimsync's write): a change whose content equals what
+    /// pimsync last applied to that target is acknowledged and ignored.
+    pub echo_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

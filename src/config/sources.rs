@@ -65,11 +65,13 @@ pub(super) fn read_source(
             None
         }
     };
+    let echo_of = s.optional_str("echo_of");
     s.finish();
     Some(SourceConfig {
         name: name?,
         path: path?,
         format: format?,
+        echo_of,
     })
 }
 

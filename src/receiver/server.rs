@@ -100,6 +100,7 @@ async fn receive(
             .into_iter()
             .map(PreparedChange::new)
             .collect(),
+        echo_of: source.echo_of.clone(),
     };
     let ingest = state.store.ingest(request, state.router.clone());
     match tokio::time::timeout(state.request_timeout, ingest).await {
@@ -126,6 +127,7 @@ async fn receive(
                     "unchanged": outcome.unchanged,
                     "stale": outcome.stale,
                     "fetch_queued": outcome.fetch_queued,
+                    "echoes": outcome.echoes,
                 }),
             )
         }

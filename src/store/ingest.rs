@@ -20,6 +20,8 @@ pub struct Ingest {
     pub headers_json: String,
     pub body: Vec<u8>,
     pub changes: Vec<PreparedChange>,
+    /// The target whose own webhooks this source carries back (see `SourceConfig::echo_of`).
+    pub echo_of: Option<String>,
 }
 
 /// A change whose canonical JSON and hash were computed before it reached the writer,
@@ -59,6 +61,8 @@ pub struct IngestOutcome {
     pub fetch_queued: usize,
     /// Outbox rows created or moved to a new desired hash.
     pub outbox_rows: usize,
+    /// Echoes of pimsync's own writes, ignored.
+    pub echoes: usize,
 }
 
 struct Existing {
@@ -96,19 +100,20 @@ pub(super) fn ingest(
         return Ok(outcome);
     }
     for prepared in &request.changes {
-        apply_change(conn, &request.source, prepared, router, now, &mut outcome)?;
+        apply_change(conn, request, prepared, router, now, &mut outcome)?;
     }
     Ok(outcome)
 }
 
 fn apply_change(
     conn: &Connection,
-    source: &str,
+    request: &Ingest,
     prepared: &PreparedChange,
     router: &Router,
     now: i64,
     outcome: &mut IngestOutcome,
 ) -> Result<(), StoreError> {
+    let source = request.source.as_str();
     let change = &prepared.change;
     let key = match (&change.key, &change.uuid) {
         (Some(key), _) => Some(key.clone()),
@@ -206,6 +211,17 @@ fn apply_change(
         }
     };
 
+    if let Some(target) = &request.echo_of {
+        let last_applied: Option<String> = conn
+            .prepare_cached("SELECT hash FROM applied WHERE product_key = ?1 AND target = ?2")?
+            .query_row(params![key, target], |row| row.get(0))
+            .optional()?;
+        if last_applied.as_deref() == Some(hash.as_str()) {
+            // The target telling us about our own write: nothing new.
+            outcome.echoes += 1;
+            return Ok(());
+        }
+    }
     let deleted = change.op == ChangeOp::Delete;
     let unchanged = existing
         .as_ref()

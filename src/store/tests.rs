@@ -79,6 +79,7 @@ fn request(delivery: Option<&str>, changes: Vec<ProductChange>) -> Ingest {
         headers_json: "{}".into(),
         body: b"{}".to_vec(),
         changes: changes.into_iter().map(PreparedChange::new).collect(),
+        echo_of: None,
     }
 }
 
@@ -669,4 +670,56 @@ mod delivery {
         assert!(store.lease("t", "w", 10, 60_000).await.unwrap().is_empty());
         assert_eq!(store.next_due("t").await.unwrap(), Some(later));
     }
+}
+
+#[tokio::test]
+async fn echoes_of_our_own_writes_are_ignored() {
+    use crate::store::{Outcome, Settle};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&config(dir.path())).unwrap();
+    let router = router(&[("shop", &[])]);
+    store
+        .ingest(
+            request(None, vec![upsert("A", 1, snapshot("f", 1))]),
+            router.clone(),
+        )
+        .await
+        .unwrap();
+    let lease = store
+        .lease("shop", "w", 10, 60_000)
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .settle(Settle {
+            target: "shop".into(),
+            product_key: "A".into(),
+            leased_hash: lease.desired_hash.clone(),
+            owner: "w".into(),
+            outcome: Outcome::Applied {
+                remote_ids: Default::default(),
+                called: true,
+            },
+        })
+        .await
+        .unwrap();
+    // The shop's webhook comes back with what we wrote, at a newer version.
+    let mut echo = request(None, vec![upsert("A", 2, snapshot("f", 1))]);
+    echo.echo_of = Some("shop".into());
+    let outcome = store.ingest(echo, router.clone()).await.unwrap();
+    assert_eq!(
+        (outcome.echoes, outcome.changed, outcome.unchanged),
+        (1, 0, 0)
+    );
+    assert_eq!(
+        store.product("A").await.unwrap().unwrap().version,
+        1,
+        "not processed"
+    );
+    // A real edit made in the shop is not an echo: it is processed like any change.
+    let mut edit = request(None, vec![upsert("A", 3, snapshot("f", 9))]);
+    edit.echo_of = Some("shop".into());
+    let outcome = store.ingest(edit, router).await.unwrap();
+    assert_eq!((outcome.echoes, outcome.changed), (0, 1));
+    store.close().await;
 }

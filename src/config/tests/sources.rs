@@ -132,7 +132,7 @@ colour = "blue"
         errors(text),
         [
             r#"sources[0].format: unknown format "github" (expected one of: akeneo, akeneo-event-platform, standard-webhooks, hmac)"#,
-            "sources[0].colour: unknown key (expected one of: name, path, format)",
+            "sources[0].colour: unknown key (expected one of: name, path, format, echo_of)",
         ]
     );
 }
@@ -156,9 +156,9 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     assert_eq!(
         errors(text),
         [
-            "sources[0].header: unknown key (expected one of: name, path, format, secret, tolerance)",
+            "sources[0].header: unknown key (expected one of: name, path, format, secret, tolerance, echo_of)",
             "sources[1].secrets: missing required key",
-            "sources[1].secret: unknown key (expected one of: name, path, format, secrets, tolerance)",
+            "sources[1].secret: unknown key (expected one of: name, path, format, secrets, tolerance, echo_of)",
         ]
     );
 }
@@ -327,4 +327,28 @@ secondary_secret = { env = "AEP_SECONDARY" }
         panic!("akeneo-event-platform")
     };
     assert_eq!(secondary.as_ref().map(|s| s.expose()), Some(&b"s2"[..]));
+}
+
+#[test]
+fn echo_of_names_a_configured_target() {
+    let text = r#"
+[[sources]]
+name = "shop-echo"
+path = "/webhooks/shop"
+format = "hmac"
+header = "X-Shopify-Hmac-Sha256"
+encoding = "base64"
+secret = "s"
+echo_of = "shop"
+
+[[targets]]
+name = "shop"
+kind = "log"
+"#;
+    assert_eq!(load(text).sources[0].echo_of.as_deref(), Some("shop"));
+    let text = text.replace("echo_of = \"shop\"", "echo_of = \"shpo\"");
+    assert_eq!(
+        errors(&text),
+        [r#"sources[0].echo_of: no target is named "shpo""#]
+    );
 }
