@@ -57,6 +57,15 @@ impl Daemon {
         &self.store
     }
 
+    /// Whether the daemon can do its job: every delivery worker running and the store's
+    /// writer committing. The systemd watchdog is pinged only while this holds.
+    pub fn health(&self) -> Health {
+        Health {
+            store: self.store.clone(),
+            workers: Arc::new(self.dispatcher.healthy()),
+        }
+    }
+
     /// Per-target delivery counters.
     pub fn delivery_stats(&self) -> BTreeMap<String, Arc<DeliveryStats>> {
         self.dispatcher.stats().clone()
@@ -126,5 +135,18 @@ async fn prune_inbox_forever(store: Store, config: Config) {
             Ok(removed) => tracing::info!(removed, "pruned inbox"),
             Err(error) => tracing::warn!(%error, "inbox pruning failed; will retry"),
         }
+    }
+}
+
+/// A cloneable health probe (see `Daemon::health`).
+#[derive(Clone)]
+pub struct Health {
+    store: Store,
+    workers: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl Health {
+    pub async fn check(&self) -> bool {
+        (self.workers)() && self.store.ping().await.is_ok()
     }
 }

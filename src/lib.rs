@@ -8,3 +8,4 @@ pub mod receiver;
 pub mod route;
 pub mod simulate;
 pub mod store;
+pub mod systemd;

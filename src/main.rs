@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use pimsync::config::Config;
 use pimsync::daemon::{self, Daemon};
+use pimsync::systemd;
 
 #[derive(Parser)]
 #[command(
@@ -85,7 +86,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve { config } => {
             let loaded = Config::load(&config)
                 .map_err(|errors| anyhow::anyhow!("{} is invalid:\n{errors}", config.display()))?;
-            runtime()?.block_on(serve(loaded))?;
+            // Taken before the runtime starts its threads: it edits the environment.
+            let activated = pimsync::systemd::activated_listener();
+            runtime()?.block_on(serve(loaded, activated))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { edits } => {
@@ -95,17 +98,44 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, activated: Option<std::net::TcpListener>) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let daemon = Daemon::start(config).await.context("starting pimsync")?;
-    let listener = daemon::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
+    let listener = match activated {
+        Some(socket) => {
+            socket
+                .set_nonblocking(true)
+                .context("preparing the socket systemd passed")?;
+            tokio::net::TcpListener::from_std(socket).context("using the socket systemd passed")?
+        }
+        None => daemon::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?,
+    };
     let local = listener.local_addr().context("reading the bound address")?;
     // Tests and scripts read this line to find a port chosen with `:0`.
     println!("pimsync listening on {local}");
     tracing::info!(%local, store = %daemon.store().path().display(), "pimsync ready");
-    daemon.serve(listener, shutdown_signal()).await?;
+    if let Some(interval) = systemd::watchdog_interval() {
+        let health = daemon.health();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                if health.check().await {
+                    systemd::notify("WATCHDOG=1");
+                } else {
+                    tracing::error!("unhealthy: not pinging the systemd watchdog");
+                }
+            }
+        });
+    }
+    systemd::notify(&format!("READY=1\nSTATUS=receiving webhooks on {local}"));
+    daemon
+        .serve(listener, async {
+            shutdown_signal().await;
+            systemd::notify("STOPPING=1");
+        })
+        .await?;
     tracing::info!("pimsync stopped");
     Ok(())
 }

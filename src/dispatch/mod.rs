@@ -12,7 +12,7 @@ mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -59,9 +59,27 @@ impl DeliveryStats {
 
 pub struct Dispatcher {
     stop: watch::Sender<bool>,
+    /// Workers still running; fewer than started means one died (the watchdog notices).
+    alive: Arc<AtomicUsize>,
     workers: Vec<JoinHandle<()>>,
     wake: Wake,
     stats: BTreeMap<String, Arc<DeliveryStats>>,
+}
+
+/// Counts a worker as running for as long as it lives, however it ends.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn new(alive: Arc<AtomicUsize>) -> Running {
+        alive.fetch_add(1, Ordering::SeqCst);
+        Running(alive)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +121,7 @@ impl Dispatcher {
         let mut notifies = Vec::new();
         let mut workers = Vec::new();
         let mut stats = BTreeMap::new();
+        let alive = Arc::new(AtomicUsize::new(0));
         for (target, connector) in built {
             let notify = Arc::new(Notify::new());
             let target_stats = Arc::new(DeliveryStats::default());
@@ -118,16 +137,28 @@ impl Dispatcher {
                 target_stats,
             );
             notifies.push(notify);
-            workers.push(tokio::spawn(worker.run()));
+            let running = Running::new(alive.clone());
+            workers.push(tokio::spawn(async move {
+                let _running = running;
+                worker.run().await;
+            }));
         }
         Ok(Dispatcher {
             stop,
+            alive,
             workers,
             wake: Wake {
                 workers: Arc::new(notifies),
             },
             stats,
         })
+    }
+
+    /// True while every worker is running.
+    pub fn healthy(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let alive = self.alive.clone();
+        let started = self.workers.len();
+        move || alive.load(Ordering::SeqCst) == started
     }
 
     pub fn wake(&self) -> Wake {

@@ -140,6 +140,11 @@ impl Store {
             .await
     }
 
+    /// Round-trips an empty job through the writer: the store is alive and committing.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.write(|_| Ok(())).await
+    }
+
     /// Runs `work` in the writer's next batch and waits for the commit. Fails fast with
     /// `Busy` when the queue is full rather than queueing without bound.
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>

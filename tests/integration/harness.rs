@@ -91,11 +91,16 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(dir: &Path, config: &str) -> Daemon {
+        Daemon::start_with_env(dir, config, &[])
+    }
+
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
         let config_path = dir.join("pimsync.toml");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(&config_path)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

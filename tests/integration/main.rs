@@ -8,3 +8,4 @@ mod cli;
 mod delivery;
 mod durability;
 mod receiver;
+mod systemd;
