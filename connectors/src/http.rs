@@ -3,10 +3,36 @@
 
 use std::time::{Duration, SystemTime};
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use crate::connector::ApplyError;
+
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const RESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes everything but unreserved characters (upper-case hex), so any SKU is one
+/// URL path segment or query value — a `/` in a SKU never becomes a path separator. This is
+/// also RFC 5849's (OAuth 1.0a) encoding.
+pub fn encode_component(text: &str) -> String {
+    utf8_percent_encode(text, RESERVED).to_string()
+}
+
+/// One HTTP client per target: connections pooled across applies, and the dispatcher's
+/// per-apply timeout on every request.
+pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_max_idle_per_host(64)
+        .user_agent(concat!("pimsync/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
 
 /// Classifies a non-success HTTP status. 408, 429 and 5xx are retryable (429 as
 /// throttled), every other 4xx is permanent. `body` is the platform's message, shortened.
@@ -149,6 +175,12 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn components_keep_only_unreserved_characters() {
+        assert_eq!(encode_component("SKU-1.a_b~"), "SKU-1.a_b~");
+        assert_eq!(encode_component("a/b c?é"), "a%2Fb%20c%3F%C3%A9");
     }
 
     #[test]

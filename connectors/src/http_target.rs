@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use crate::connector::{Applied, ApplyError, ApplyRequest, Connector, Desired};
-use crate::http::{classify_status, classify_transport};
+use crate::http::{classify_status, classify_transport, encode_component};
 
 pub struct HttpTarget {
     client: reqwest::Client,
@@ -27,13 +27,7 @@ impl HttpTarget {
         bearer_token: Option<String>,
         timeout: Duration,
     ) -> Result<HttpTarget, BuildError> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(64)
-            .user_agent(concat!("pimsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| BuildError(e.to_string()))?;
+        let client = crate::http::client(timeout).map_err(|e| BuildError(e.to_string()))?;
         Ok(HttpTarget {
             client,
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -42,7 +36,7 @@ impl HttpTarget {
     }
 
     fn url(&self, key: &str) -> String {
-        format!("{}/products/{}", self.base_url, encode_path_segment(key))
+        format!("{}/products/{}", self.base_url, encode_component(key))
     }
 }
 
@@ -85,30 +79,5 @@ impl Connector for HttpTarget {
         let headers = response.headers().clone();
         let body = response.text().await.unwrap_or_default();
         Err(classify_status(status, &headers, &body))
-    }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters, so any SKU is one path
-/// segment.
-fn encode_path_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_become_one_path_segment() {
-        assert_eq!(encode_path_segment("SKU-1.a_b~"), "SKU-1.a_b~");
-        assert_eq!(encode_path_segment("a/b c?é"), "a%2Fb%20c%3F%C3%A9");
     }
 }

@@ -21,28 +21,11 @@ pub struct BuildError(pub String);
 /// One HTTP client per target: connection pooling across applies, and the dispatcher's
 /// per-apply timeout on every request.
 fn client(timeout: Duration) -> Result<reqwest::Client, BuildError> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .pool_max_idle_per_host(64)
-        .user_agent(concat!("pimsync/", env!("CARGO_PKG_VERSION")))
-        .build()
+    crate::http::client(timeout)
         .map_err(|e| BuildError(format!("cannot build the HTTP client: {e}")))
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters, so any SKU is one path
-/// segment.
-pub(crate) fn encode_path_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+pub(crate) use crate::http::encode_component as encode_path_segment;
 
 /// Reads a body for an error message without failing the classification: a body that
 /// cannot be read is reported as empty.

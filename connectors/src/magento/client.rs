@@ -34,13 +34,7 @@ pub struct BuildError(pub String);
 
 impl Client {
     pub fn new(base_url: &str, auth: MagentoAuth, timeout: Duration) -> Result<Client, BuildError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(64)
-            .user_agent(concat!("pimsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| BuildError(e.to_string()))?;
+        let http = crate::http::client(timeout).map_err(|e| BuildError(e.to_string()))?;
         Ok(Client {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -92,8 +86,4 @@ impl Client {
     }
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters, so any SKU is one path
-/// segment (a `/` in a SKU must not become a path separator).
-pub fn encode_path_segment(segment: &str) -> String {
-    oauth::encode(segment)
-}
+pub use crate::http::encode_component as encode_path_segment;

@@ -12,15 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::percent_decode_str;
 use sha2::{Digest, Sha256};
-
-/// RFC 5849 §3.6: everything but the unreserved characters is encoded, in upper-case hex.
-const RESERVED: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 pub const SIGNATURE_METHOD: &str = "HMAC-SHA256";
 
@@ -41,9 +34,10 @@ impl std::fmt::Debug for OAuthCredentials {
     }
 }
 
-/// RFC 5849 §3.6 percent-encoding.
+/// RFC 5849 §3.6 percent-encoding: everything but the unreserved characters, upper-case
+/// hex — the same as every other URL component pimsync encodes.
 pub fn encode(text: &str) -> String {
-    utf8_percent_encode(text, RESERVED).to_string()
+    crate::http::encode_component(text)
 }
 
 /// The signature base string (RFC 5849 §3.4.1): method, base string URI and the normalized

@@ -383,15 +383,10 @@ impl Connector for ShopifyConnector {
 
 /// Names pimsync and the product in Shopify's inventory history.
 fn reference_uri(product_key: &str) -> String {
-    let mut out = String::from("gid://pimsync/Product/");
-    for byte in product_key.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    format!(
+        "gid://pimsync/Product/{}",
+        crate::http::encode_component(product_key)
+    )
 }
 
 fn string_at(value: &Value, pointer: &str) -> Option<String> {

@@ -42,11 +42,7 @@ struct Token {
 
 impl Client {
     pub fn new(settings: &ShopifySettings, timeout: Duration) -> Result<Client, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("pimsync/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = crate::http::client(timeout)?;
         let base = settings.base_url();
         Ok(Client {
             http,
@@ -385,15 +381,5 @@ impl Bucket {
     }
 }
 
-/// `application/x-www-form-urlencoded` value encoding.
-fn form_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+/// `application/x-www-form-urlencoded` value encoding (`%20` for a space is valid there).
+use crate::http::encode_component as form_encode;
