@@ -106,8 +106,9 @@ impl Dispatcher {
             })?;
             built.push((target.clone(), connector));
         }
+        let names = targets.iter().map(|t| t.name.clone()).collect();
         let released = store
-            .release_all_leases()
+            .release_leases(names)
             .await
             .map_err(|e| DispatchError {
                 target: "*".into(),

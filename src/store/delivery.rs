@@ -94,15 +94,21 @@ impl Store {
             .await
     }
 
-    /// Makes every leased row pending again. A single daemon owns its SQLite outbox, so at
-    /// start-up every lease belongs to a dispatcher that no longer exists.
-    pub async fn release_all_leases(&self) -> Result<usize, StoreError> {
-        self.write(|conn| {
-            Ok(conn.execute(
+    /// Makes every leased row of these targets pending again. A single daemon owns its
+    /// SQLite outbox, so at start-up every lease belongs to a dispatcher that no longer
+    /// exists. (Per target, so the state index is used: a million-row outbox must not
+    /// delay start-up with a full scan.)
+    pub async fn release_leases(&self, targets: Vec<String>) -> Result<usize, StoreError> {
+        self.write(move |conn| {
+            let mut release = conn.prepare_cached(
                 "UPDATE outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL, leased_hash = NULL
-                 WHERE state = 'leased'",
-                [],
-            )?)
+                 WHERE target = ?1 AND state = 'leased'",
+            )?;
+            let mut released = 0;
+            for target in &targets {
+                released += release.execute([target])?;
+            }
+            Ok(released)
         })
         .await
     }
