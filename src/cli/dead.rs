@@ -58,16 +58,18 @@ pub fn run(command: DeadCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let now = now_ms();
+            let mut out = String::new();
             for row in &rows {
-                println!(
-                    "{}  attempts={}  died {} ago  {}",
+                out += &format!(
+                    "{}  attempts={}  died {} ago  {}\n",
                     row.key,
                     row.attempts,
                     age(now - row.updated_at),
                     one_line(row.last_error.as_deref().unwrap_or("-"))
                 );
             }
-            println!("{} dead row(s)", rows.len());
+            out += &format!("{} dead row(s)\n", rows.len());
+            super::emit(&out)?;
             Ok(ExitCode::SUCCESS)
         }
         DeadCommand::Show { config, row } => {

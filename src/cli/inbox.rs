@@ -53,9 +53,10 @@ pub fn run(command: InboxCommand) -> anyhow::Result<ExitCode> {
             if rows.is_empty() {
                 println!("the inbox is empty");
             }
+            let mut out = String::new();
             for row in rows {
-                println!(
-                    "{:>8}  {}  {:<16}  {} change(s)  delivery {}",
+                out += &format!(
+                    "{:>8}  {}  {:<16}  {} change(s)  delivery {}\n",
                     row.id,
                     timestamp(row.received_at),
                     row.source,
@@ -63,6 +64,7 @@ pub fn run(command: InboxCommand) -> anyhow::Result<ExitCode> {
                     row.delivery_id.as_deref().unwrap_or("-")
                 );
             }
+            super::emit(&out)?;
             Ok(ExitCode::SUCCESS)
         }
         InboxCommand::Show { config, id } => {
@@ -74,19 +76,19 @@ pub fn run(command: InboxCommand) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("no inbox row {id}");
             };
             let row = &entry.row;
-            println!("# inbox {}", row.id);
-            println!("# source: {}", row.source);
-            println!("# received: {}", timestamp(row.received_at));
-            println!(
-                "# delivery id: {}",
-                row.delivery_id.as_deref().unwrap_or("-")
+            let mut out = format!(
+                "# inbox {}\n# source: {}\n# received: {}\n# delivery id: {}\n# changes: {}\n",
+                row.id,
+                row.source,
+                timestamp(row.received_at),
+                row.delivery_id.as_deref().unwrap_or("-"),
+                row.changes
             );
-            println!("# changes: {}", row.changes);
             for (name, value) in entry.headers() {
-                println!("{name}: {value}");
+                out += &format!("{name}: {value}\n");
             }
-            println!();
-            println!("{}", String::from_utf8_lossy(&entry.body));
+            out += &format!("\n{}\n", String::from_utf8_lossy(&entry.body));
+            super::emit(&out)?;
             Ok(ExitCode::SUCCESS)
         }
         InboxCommand::Replay { config, ids } => {

@@ -147,6 +147,17 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// Writes to stdout; a reader that went away (`| head`) ends the output quietly instead
+/// of a panic.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}
+
 /// `pimsync completions SHELL`: prints a completion script.
 pub fn completions(shell: clap_complete::Shell, command: &mut clap::Command) -> ExitCode {
     clap_complete::generate(shell, command, "pimsync", &mut std::io::stdout());

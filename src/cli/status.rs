@@ -27,9 +27,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         // SCHEDULES (sched branch): add the schedules with their next run here, as a
         // "schedules" field beside "targets" and "store".
         let json = serde_json::to_string_pretty(&status).context("encoding JSON")?;
-        println!("{json}");
+        super::emit(&format!("{json}\n"))?;
     } else {
-        print!("{}", render(&status));
+        super::emit(&render(&status))?;
     }
     Ok(ExitCode::SUCCESS)
 }
