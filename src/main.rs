@@ -4,10 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use pimsync::config::Config;
 use pimsync::daemon::{self, Daemon};
 use pimsync::systemd;
+
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +49,18 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         edits: usize,
     },
+    /// Mark products pending again for targets, and follow the daemon applying them.
+    Resync(cli::resync::ResyncArgs),
+    /// Per target: pending, in flight, dead, applied in the last hour, last error; the store.
+    Status(cli::status::StatusArgs),
+    /// Dead-lettered rows: list, show, retry, discard.
+    #[command(subcommand)]
+    Dead(cli::dead::DeadCommand),
+    /// Stored webhooks: list, show, replay.
+    #[command(subcommand)]
+    Inbox(cli::inbox::InboxCommand),
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
@@ -95,6 +109,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(pimsync::demo::run(edits))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Resync(args) => cli::resync::run(args),
+        Command::Status(args) => cli::status::run(args),
+        Command::Dead(command) => cli::dead::run(command),
+        Command::Inbox(command) => cli::inbox::run(command),
+        Command::Completions { shell } => Ok(cli::completions(shell, &mut Cli::command())),
     }
 }
 

@@ -11,6 +11,7 @@
 mod checkpoint;
 mod delivery;
 mod ingest;
+pub mod ops;
 mod query;
 mod schema;
 mod writer;

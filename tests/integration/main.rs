@@ -7,5 +7,6 @@ mod harness;
 mod cli;
 mod delivery;
 mod durability;
+mod ops;
 mod receiver;
 mod systemd;
