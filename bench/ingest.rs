@@ -4,25 +4,27 @@
 //! processes' CPU use, and a check after each level that every 202 is on disk.
 //! See `bench/README.md`.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{
+    Machine, SECRET, Server, VERSION, WEBHOOK_PATH, connect, count, cpu_seconds, machine, post,
+    toml_path, write_json,
+};
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use pimsync::simulate::{self, Edit, SignedRequest};
+use http_body_util::Full;
+use hyper::client::conn::http1::SendRequest;
+use pimsync::simulate::{self, Edit};
 use serde::Serialize;
 use tokio::time::Instant;
 
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-const SECRET: &[u8] = b"bench-secret";
-const WEBHOOK_PATH: &str = "/webhooks/akeneo";
 const BODY_SIZE: usize = 1024;
 /// Distinct product keys across all connections of a level.
 const KEYSPACE: u64 = 100_000;
@@ -87,14 +89,6 @@ fn parse_args() -> Result<Args, String> {
 }
 
 #[derive(Serialize)]
-struct Machine {
-    nproc: usize,
-    cpu_model: String,
-    db_dir: PathBuf,
-    db_filesystem: String,
-}
-
-#[derive(Serialize)]
 struct Level {
     connections: usize,
     /// The daemon's `store.max_batch`: 1 is the one-row-per-transaction baseline.
@@ -126,21 +120,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let machine = machine(&args.dir);
+    let machine: Machine = machine(&args.dir);
     println!("pimsync {VERSION} durable-ingest benchmark");
-    let Machine {
-        nproc,
-        cpu_model,
-        db_dir,
-        db_filesystem: fs,
-    } = &machine;
-    println!(
-        "machine: {nproc} CPU(s), {cpu_model}; databases in {} ({fs})",
-        db_dir.display()
-    );
-    if fs == "tmpfs" {
-        println!("WARNING: fsync is free on tmpfs; use --dir on a real disk for durable numbers");
-    }
+    machine.print();
     println!(
         "load: signed {BODY_SIZE}-byte Akeneo product.updated webhooks, one closed loop per \
          keep-alive connection, {KEYSPACE} products; {}s warmup + {}s measured per level\n",
@@ -236,8 +218,8 @@ fn run_level(
         .tempdir_in(&args.dir)
         .map_err(|e| format!("creating a directory in {}: {e}", args.dir.display()))?;
     let db = dir.path().join("bench.db");
-    let mut server = Server::start(dir.path(), &db, max_batch)?;
-    let (pid, addr) = (server.child.id(), server.addr);
+    let mut server = Server::start(dir.path(), &config_toml(&db, max_batch))?;
+    let (pid, addr) = (server.pid(), server.addr);
     println!("{connections} connections, max_batch {max_batch}: daemon pid {pid} on {addr}");
 
     let warmup = Duration::from_secs_f64(args.warmup);
@@ -248,7 +230,7 @@ fn run_level(
     if !exit.success() {
         eprintln!("daemon {exit}; its stderr ends:\n{}", server.stderr_tail());
     }
-    let inbox_rows = count_inbox(&db)?;
+    let inbox_rows = count(&db, "SELECT count(*) FROM inbox")?;
 
     let hist = &tally.histogram;
     let ms = |us: u64| us as f64 / 1000.0;
@@ -275,95 +257,10 @@ fn run_level(
     Ok(level)
 }
 
-/// The daemon under test: the real binary in its own process.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    stderr_path: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, db: &Path, max_batch: usize) -> Result<Server, String> {
-        let config_path = dir.join("pimsync.toml");
-        std::fs::write(&config_path, config_toml(db, max_batch))
-            .map_err(|e| format!("writing {}: {e}", config_path.display()))?;
-        let stderr_path = dir.join("pimsync.stderr");
-        let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
-        let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
-        let child = Command::new(env!("CARGO_BIN_EXE_pimsync"))
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env("RUST_LOG", log_filter)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", env!("CARGO_BIN_EXE_pimsync")))?;
-        let mut server = Server {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            stderr_path,
-        };
-        let stdout = server.child.stdout.take().ok_or("no stdout pipe")?;
-        let mut stdout = BufReader::new(stdout);
-        let listening = (&mut stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                let addr = line.trim().strip_prefix("pimsync listening on ")?.parse();
-                addr.ok()
-            });
-        let Some(addr) = listening else {
-            let _ = server.child.wait();
-            let stderr = server.stderr_tail();
-            return Err(format!("the daemon exited without listening:\n{stderr}"));
-        };
-        server.addr = addr;
-        // Keep reading stdout (log targets print there) so the daemon never blocks on it.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        Ok(server)
-    }
-
-    /// SIGTERM, then wait for the graceful shutdown (up to a minute).
-    fn stop(&mut self) -> Result<ExitStatus, String> {
-        // SAFETY: kill(2) on the pid of our child, which has not been reaped yet.
-        if unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) } != 0 {
-            let error = std::io::Error::last_os_error();
-            return Err(format!("SIGTERM failed: {error}"));
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return Ok(status),
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(e) => return Err(format!("waiting for the daemon: {e}")),
-            }
-        }
-        Err("the daemon did not stop within 60 s of SIGTERM".into())
-    }
-
-    fn stderr_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Never leave a daemon behind, e.g. when a level fails half-way.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// Three targets, as in production, whose delivery is throttled to a trickle so that this
 /// measures ingest alone (outbox rows are written, hardly any are applied).
 fn config_toml(db: &Path, max_batch: usize) -> String {
-    // Displays as a quoted, escaped TOML string.
-    let db = toml::Value::String(db.display().to_string());
+    let db = toml_path(db);
     let targets = ["shopify-sim", "magento-sim", "erp-sim"]
         .map(|name| {
             format!(
@@ -385,14 +282,6 @@ format = "akeneo"
 secret = "bench-secret"
 {targets}"#
     )
-}
-
-fn count_inbox(db: &Path) -> Result<u64, String> {
-    use rusqlite::{Connection, OpenFlags};
-    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| format!("opening {}: {e}", db.display()))?;
-    conn.query_row("SELECT count(*) FROM inbox", [], |row| row.get(0))
-        .map_err(|e| format!("counting the inbox of {}: {e}", db.display()))
 }
 
 /// Answers counted by one connection or a whole level: latencies (µs) of the answers
@@ -514,75 +403,6 @@ async fn connection_loop(
     tally
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
-    let stream = tokio::net::TcpStream::connect(addr).await;
-    let stream = stream.map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let handshake = http1::handshake(TokioIo::new(stream)).await;
-    let (send, connection) = handshake.map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(connection);
-    Ok(send)
-}
-
-/// POSTs one webhook on the connection and reads the whole answer; returns the status.
-async fn post(
-    send: &mut SendRequest<Full<Bytes>>,
-    host: &str,
-    request: &SignedRequest,
-) -> Result<u16, String> {
-    send.ready().await.map_err(|e| format!("connection: {e}"))?;
-    let mut builder = hyper::Request::post(WEBHOOK_PATH).header("host", host);
-    for (name, value) in &request.headers {
-        builder = builder.header(*name, value);
-    }
-    let body = Full::new(request.body.clone());
-    let http_request = builder.body(body).map_err(|e| format!("request: {e}"))?;
-    let response = send.send_request(http_request).await;
-    let (head, body) = response.map_err(|e| format!("send: {e}"))?.into_parts();
-    body.collect().await.map_err(|e| format!("body: {e}"))?;
-    Ok(head.status.as_u16())
-}
-
-/// User + system CPU seconds a process has used so far, from /proc/PID/stat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields 3 (state) onwards follow the parenthesised command name; utime and stime
-    // are fields 14 and 15, in clock ticks.
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: f64 = (rest.split_whitespace().skip(11).take(2))
-        .map(|f| f.parse::<f64>().unwrap_or(f64::NAN))
-        .sum();
-    // SAFETY: sysconf only reads a configuration value.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
-fn machine(db_dir: &Path) -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = (cpuinfo.lines())
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-        .map_or("unknown", |(_, model)| model.trim())
-        .to_owned();
-    // The filesystem of the longest mount point holding the databases.
-    let db_dir = db_dir.canonicalize().unwrap_or_else(|_| db_dir.to_owned());
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let db_filesystem = (mounts.lines())
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace().skip(1);
-            let (mount, fs) = (fields.next()?, fields.next()?);
-            db_dir
-                .starts_with(mount)
-                .then(|| (mount.len(), fs.to_owned()))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map_or("unknown".to_owned(), |(_, fs)| fs);
-    Machine {
-        nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        cpu_model,
-        db_dir,
-        db_filesystem,
-    }
-}
-
 fn print_table(levels: &[Level]) {
     let row = |cells: &[String]| {
         let widths = [11, 9, 9, 9, 8, 8, 8, 8, 24, 8, 8];
@@ -608,12 +428,4 @@ fn print_table(levels: &[Level]) {
             format!("{:.0}%", l.loadgen_cpu_pct),
         ]);
     }
-}
-
-fn write_json(path: &Path, report: &serde_json::Value) -> std::io::Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
-    std::fs::write(path, text + "\n")
 }
