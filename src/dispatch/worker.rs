@@ -1,6 +1,6 @@
 //! One target's delivery loop.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -36,9 +36,10 @@ struct Ctx {
     owner: String,
     limiter: RateLimiter,
     stats: Arc<DeliveryStats>,
-    /// Keys with an apply running here: a lease that expired under a slow apply and came
-    /// back is not started a second time.
-    in_flight: std::sync::Mutex<HashSet<String>>,
+    /// Rows leased here and not yet settled (product key → leased hash), queued or being
+    /// applied: a lease that expired under a slow apply and came back is not started a
+    /// second time, and shutdown releases exactly these.
+    in_flight: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Worker {
@@ -63,7 +64,7 @@ impl Worker {
                 owner,
                 limiter,
                 stats,
-                in_flight: std::sync::Mutex::new(HashSet::new()),
+                in_flight: std::sync::Mutex::new(HashMap::new()),
             }),
             wake,
             stop,
@@ -76,8 +77,12 @@ impl Worker {
         let name = self.ctx.target.name.clone();
         let delivery = self.ctx.target.delivery.clone();
         let lease_ms = delivery.lease_timeout.as_millis() as i64;
+        // Rows leased ahead of free slots: a round trip to the store fetches many rows, and
+        // their outcomes reach the writer together, so one commit carries many of them.
+        // Two rounds of work at most, so queued rows never wait long on their lease.
+        let ahead = (2 * delivery.concurrency).clamp(1, delivery.batch.max(1));
+        let mut queue: VecDeque<Lease> = VecDeque::new();
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let mut leased: Vec<(String, String)> = Vec::new();
         let mut try_lease = true;
         tracing::info!(target = %name, kind = self.ctx.connector.kind(), "delivery worker started");
         loop {
@@ -85,9 +90,20 @@ impl Worker {
                 break;
             }
             while tasks.try_join_next().is_some() {}
-            let free = self.permits.available_permits();
+            while let Some(lease) = queue.pop_front() {
+                match self.permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tasks.spawn(apply_one(self.ctx.clone(), lease, permit));
+                    }
+                    Err(_) => {
+                        queue.push_front(lease);
+                        break;
+                    }
+                }
+            }
             let mut due_in: Option<i64> = None;
-            if free > 0 && !try_lease {
+            let room = ahead.saturating_sub(queue.len());
+            if room > 0 && !try_lease && queue.is_empty() {
                 match self.ctx.store.next_due(&name).await {
                     Ok(Some(due)) => {
                         let wait = due - now_ms();
@@ -101,41 +117,24 @@ impl Worker {
                     Err(error) => tracing::warn!(target = %name, %error, "cannot read the outbox"),
                 }
             }
-            if free > 0 && try_lease {
-                let limit = delivery.batch.min(free);
+            if room > 0 && try_lease {
                 match self
                     .ctx
                     .store
-                    .lease(&name, &self.ctx.owner, limit, lease_ms)
+                    .lease(&name, &self.ctx.owner, room, lease_ms)
                     .await
                 {
                     Ok(leases) => {
-                        let full = leases.len() == limit;
+                        let got = leases.len();
                         for lease in leases {
-                            let fresh = self
-                                .ctx
-                                .in_flight
-                                .lock()
-                                .map(|mut set| set.insert(lease.product_key.clone()))
-                                .unwrap_or(false);
-                            if !fresh {
-                                continue;
+                            // A row whose lease expired under an apply still running here
+                            // comes back: that apply settles it; never start it twice.
+                            if self.ctx.start(&lease) {
+                                queue.push_back(lease);
                             }
-                            let Ok(permit) = self.permits.clone().acquire_owned().await else {
-                                break;
-                            };
-                            leased.push((lease.product_key.clone(), lease.desired_hash.clone()));
-                            tasks.spawn(apply_one(self.ctx.clone(), lease, permit));
                         }
-                        leased.retain(|(key, _)| {
-                            self.ctx
-                                .in_flight
-                                .lock()
-                                .map(|set| set.contains(key))
-                                .unwrap_or(false)
-                        });
-                        try_lease = full;
-                        if full {
+                        try_lease = got == room;
+                        if got > 0 {
                             continue;
                         }
                     }
@@ -156,7 +155,8 @@ impl Worker {
             }
         }
 
-        // Shutdown: no new leases; finish what is in flight within the grace period.
+        // Shutdown: no new leases or applies; finish what is in flight within the grace
+        // period, then hand every row still held (queued or cut short) back as it was.
         let drained = tokio::time::timeout(self.grace, async {
             while tasks.join_next().await.is_some() {}
         })
@@ -164,37 +164,60 @@ impl Worker {
         if drained.is_err() {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
-            let unfinished: Vec<(String, String)> = leased
-                .into_iter()
-                .filter(|(key, _)| {
-                    self.ctx
-                        .in_flight
-                        .lock()
-                        .map(|set| set.contains(key))
-                        .unwrap_or(false)
-                })
-                .collect();
-            tracing::warn!(target = %name, unfinished = unfinished.len(), "grace period over; releasing unfinished applies");
-            for (key, hash) in unfinished {
-                let settle = Settle {
-                    target: name.clone(),
-                    product_key: key,
-                    leased_hash: hash,
-                    owner: self.ctx.owner.clone(),
-                    outcome: Outcome::Released,
-                };
-                if let Err(error) = self.ctx.store.settle(settle).await {
-                    tracing::warn!(target = %name, %error, "cannot release a lease; it expires by itself");
-                }
+        }
+        let held = self.ctx.held();
+        if !held.is_empty() {
+            tracing::info!(target = %name, rows = held.len(), "releasing leases not applied before shutdown");
+        }
+        for (key, hash) in held {
+            let settle = Settle {
+                target: name.clone(),
+                product_key: key,
+                leased_hash: hash,
+                owner: self.ctx.owner.clone(),
+                outcome: Outcome::Released,
+            };
+            if let Err(error) = self.ctx.store.settle(settle).await {
+                tracing::warn!(target = %name, %error, "cannot release a lease; it expires by itself");
             }
         }
         tracing::info!(target = %name, "delivery worker stopped");
     }
 }
 
+impl Ctx {
+    /// Marks a leased row as held here; false if it already is.
+    fn start(&self, lease: &Lease) -> bool {
+        self.in_flight
+            .lock()
+            .map(|mut held| {
+                if held.contains_key(&lease.product_key) {
+                    false
+                } else {
+                    held.insert(lease.product_key.clone(), lease.desired_hash.clone());
+                    true
+                }
+            })
+            .unwrap_or(false)
+    }
+
+    fn finish(&self, product_key: &str) {
+        if let Ok(mut held) = self.in_flight.lock() {
+            held.remove(product_key);
+        }
+    }
+
+    /// Rows leased here and not settled yet: (product key, leased hash).
+    fn held(&self) -> Vec<(String, String)> {
+        self.in_flight
+            .lock()
+            .map(|held| held.iter().map(|(k, h)| (k.clone(), h.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
 /// Applies one leased row and settles it.
 async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
-    let _permit = permit;
     let delivery = &ctx.target.delivery;
     let outcome = match desired_state(&lease) {
         Err(message) => Outcome::Permanent { error: message },
@@ -270,6 +293,9 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
             }
         }
     };
+    // The target is done with this row: its slot may start the next apply while the
+    // outcome waits for the writer (the row stays held until settled).
+    drop(permit);
     log_outcome(&ctx, &lease, &outcome);
     let settle = Settle {
         target: lease.target.clone(),
@@ -292,9 +318,7 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
             tracing::warn!(target = %lease.target, product_key = %lease.product_key, %error, "cannot record the outcome; retried after the lease expires")
         }
     }
-    if let Ok(mut set) = ctx.in_flight.lock() {
-        set.remove(&lease.product_key);
-    }
+    ctx.finish(&lease.product_key);
 }
 
 fn log_outcome(ctx: &Ctx, lease: &Lease, outcome: &Outcome) {
