@@ -69,6 +69,8 @@ fn demo_config(dir: &std::path::Path) -> Config {
             log_target("magento-sim", &["chairs"]),
             log_target("erp-sim", &[]),
         ],
+        schedules: Vec::new(),
+        admin: None,
     }
 }
 

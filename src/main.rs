@@ -91,7 +91,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen;
-    let daemon = Daemon::start(config).await.context("starting pimsync")?;
+    let admin_listen = config.admin.as_ref().map(|admin| admin.listen);
+    let mut daemon = Daemon::start(config).await.context("starting pimsync")?;
+    if let Some(admin_listen) = admin_listen {
+        let listener = daemon::bind(admin_listen)
+            .await
+            .with_context(|| format!("binding the admin API to {admin_listen}"))?;
+        let local = listener.local_addr().context("reading the bound address")?;
+        println!("pimsync admin listening on {local}");
+        daemon = daemon.with_admin_listener(listener);
+    }
     let listener = daemon::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
