@@ -246,41 +246,50 @@ async fn status(State(state): State<AdminState>) -> Response {
     .into_response()
 }
 
+/// A 400 with a message saying what is wrong with the request.
+struct BadRequest(String);
+
+impl BadRequest {
+    fn new(message: impl Into<String>) -> BadRequest {
+        BadRequest(message.into())
+    }
+}
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, self.0)
+    }
+}
+
 /// Target selection shared by the POST bodies.
 fn pick_targets(
     state: &AdminState,
     target: Option<String>,
     all_targets: bool,
-) -> Result<Vec<String>, Response> {
+) -> Result<Vec<String>, BadRequest> {
     match (target, all_targets) {
-        (Some(_), true) => Err(error(
-            StatusCode::BAD_REQUEST,
+        (Some(_), true) => Err(BadRequest::new(
             "give either target or all_targets, not both",
         )),
-        (None, false) => Err(error(
-            StatusCode::BAD_REQUEST,
+        (None, false) => Err(BadRequest::new(
             "give target (a target name) or all_targets: true",
         )),
         (None, true) => Ok(state.targets.to_vec()),
         (Some(target), false) if state.targets.contains(&target) => Ok(vec![target]),
-        (Some(target), false) => Err(error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "unknown target \"{target}\" (configured: {})",
-                state.targets.join(", ")
-            ),
-        )),
+        (Some(target), false) => Err(BadRequest::new(format!(
+            "unknown target \"{target}\" (configured: {})",
+            state.targets.join(", ")
+        ))),
     }
 }
 
-fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Response> {
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, BadRequest> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         body
     };
-    serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| BadRequest::new(format!("invalid JSON body: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -301,11 +310,11 @@ struct ResyncBody {
 async fn resync(State(state): State<AdminState>, body: Bytes) -> Response {
     let body: ResyncBody = match parse_body(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(bad) => return bad.into_response(),
     };
     let targets = match pick_targets(&state, body.target, body.all_targets) {
         Ok(targets) => targets,
-        Err(response) => return response,
+        Err(bad) => return bad.into_response(),
     };
     let chosen = [body.skus.is_some(), body.since.is_some(), body.all];
     if chosen.iter().filter(|c| **c).count() != 1 {
@@ -389,18 +398,15 @@ struct DeadBody {
     skus: Option<Vec<String>>,
 }
 
-fn dead_selection(state: &AdminState, body: &Bytes) -> Result<DeadSelection, Response> {
+fn dead_selection(state: &AdminState, body: &Bytes) -> Result<DeadSelection, BadRequest> {
     let body: DeadBody = parse_body(body)?;
     let targets = pick_targets(state, body.target.clone(), body.all_targets)?;
     match body.skus {
         None => Ok(DeadSelection::Targets(targets)),
-        Some(_) if body.all_targets => Err(error(
-            StatusCode::BAD_REQUEST,
-            "skus need one target, not all_targets",
-        )),
-        Some(keys) if keys.is_empty() => {
-            Err(error(StatusCode::BAD_REQUEST, "skus must not be empty"))
+        Some(_) if body.all_targets => {
+            Err(BadRequest::new("skus need one target, not all_targets"))
         }
+        Some(keys) if keys.is_empty() => Err(BadRequest::new("skus must not be empty")),
         Some(keys) => Ok(DeadSelection::Keys {
             target: targets.into_iter().next().unwrap_or_default(),
             keys,
@@ -411,7 +417,7 @@ fn dead_selection(state: &AdminState, body: &Bytes) -> Result<DeadSelection, Res
 async fn dead_retry(State(state): State<AdminState>, body: Bytes) -> Response {
     let selection = match dead_selection(&state, &body) {
         Ok(selection) => selection,
-        Err(response) => return response,
+        Err(bad) => return bad.into_response(),
     };
     tracing::info!(?selection, "admin: retrying dead letters");
     match state.store.retry_dead(selection).await {
@@ -428,7 +434,7 @@ async fn dead_retry(State(state): State<AdminState>, body: Bytes) -> Response {
 async fn dead_discard(State(state): State<AdminState>, body: Bytes) -> Response {
     let selection = match dead_selection(&state, &body) {
         Ok(selection) => selection,
-        Err(response) => return response,
+        Err(bad) => return bad.into_response(),
     };
     tracing::info!(?selection, "admin: discarding dead letters");
     match state.store.discard_dead(selection).await {

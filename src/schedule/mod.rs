@@ -115,10 +115,7 @@ async fn timer(schedule: ScheduleConfig, ctx: RunContext) {
         };
         tracing::debug!(schedule = %name, next = %next, "next run");
         let next = next.with_timezone(&Utc);
-        loop {
-            let Ok(remaining) = (next - Utc::now()).to_std() else {
-                break;
-            };
+        while let Ok(remaining) = (next - Utc::now()).to_std() {
             if remaining.is_zero() {
                 break;
             }
