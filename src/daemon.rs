@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::admin::{self, AdminState, Health};
 use crate::config::Config;
 use crate::dispatch::{DeliveryStats, DispatchError, Dispatcher};
 use crate::receiver::{self, ReceiverState};
 use crate::route::Router;
+use crate::schedule::{self, Reconciler, RunLocks, Scheduler};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,10 @@ pub struct Daemon {
     config: Config,
     store: Store,
     dispatcher: Dispatcher,
+    /// The admin API's listener, when `[admin]` is configured (bound by the caller).
+    admin: Option<TcpListener>,
+    /// What `action = "reconcile"` schedules call; None until the PIM pull provides it.
+    reconciler: Option<Arc<dyn Reconciler>>,
 }
 
 impl Daemon {
@@ -50,7 +56,21 @@ impl Daemon {
             config,
             store,
             dispatcher,
+            admin: None,
+            reconciler: None,
         })
+    }
+
+    /// Serves the admin API (`[admin]`) on `listener` as well.
+    pub fn with_admin_listener(mut self, listener: TcpListener) -> Daemon {
+        self.admin = Some(listener);
+        self
+    }
+
+    /// Provides the reconcile action of `[[schedules]]`.
+    pub fn with_reconciler(mut self, reconciler: Arc<dyn Reconciler>) -> Daemon {
+        self.reconciler = Some(reconciler);
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -59,8 +79,8 @@ impl Daemon {
 
     /// Whether the daemon can do its job: every delivery worker running and the store's
     /// writer committing. The systemd watchdog is pinged only while this holds.
-    pub fn health(&self) -> Health {
-        Health {
+    pub fn liveness(&self) -> Liveness {
+        Liveness {
             store: self.store.clone(),
             workers: Arc::new(self.dispatcher.healthy()),
         }
@@ -82,10 +102,50 @@ impl Daemon {
             config,
             store,
             dispatcher,
+            admin: admin_listener,
+            reconciler,
         } = self;
+        let router = Arc::new(Router::new(&config.targets));
+        let target_names: Vec<String> = config.targets.iter().map(|t| t.name.clone()).collect();
+        let locks = RunLocks::default();
+        let scheduler = Scheduler::start(
+            &config.schedules,
+            schedule::RunContext {
+                store: store.clone(),
+                router: router.clone(),
+                all_targets: target_names.clone(),
+                wake: dispatcher.wake(),
+                reconciler,
+                locks: locks.clone(),
+            },
+        );
+        let health = Arc::new(Health::default());
+        let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+        let admin_server = match (admin_listener, &config.admin) {
+            (Some(listener), Some(admin_config)) => {
+                let state = AdminState {
+                    store: store.clone(),
+                    token: Arc::new(admin_config.token.clone()),
+                    metrics_auth: admin_config.metrics_auth,
+                    targets: Arc::new(target_names.clone()),
+                    schedules: Arc::new(config.schedules.clone()),
+                    router: router.clone(),
+                    wake: dispatcher.wake(),
+                    delivery: Arc::new(dispatcher.stats().clone()),
+                    health: health.clone(),
+                    locks: locks.clone(),
+                };
+                let mut stopped = admin_stopped;
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                Some(tokio::spawn(admin::serve(listener, state, shutdown)))
+            }
+            _ => None,
+        };
         let state = ReceiverState {
             store: store.clone(),
-            router: Arc::new(Router::new(&config.targets)),
+            router,
             request_timeout: config.server.request_timeout,
             wake: dispatcher.wake(),
         };
@@ -94,13 +154,16 @@ impl Daemon {
 
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
         let grace = config.server.shutdown_grace;
+        let ready = health.clone();
         let graceful = async move {
             shutdown.await;
+            ready.set_ready(false);
             tracing::info!("shutting down: no new webhooks accepted");
             let _ = stopped_tx.send(());
         };
         let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
         let server = tokio::spawn(async move { server.await });
+        health.set_ready(true);
         // Once shutdown starts, give requests in flight `grace` to finish.
         let result = tokio::select! {
             result = server => result.map_err(|e| std::io::Error::other(e.to_string())).and_then(|r| r),
@@ -113,6 +176,16 @@ impl Daemon {
             }
         };
         pruner.abort();
+        scheduler.stop();
+        let _ = admin_stop.send(true);
+        if let Some(admin_server) = admin_server {
+            // The admin API answers until here (readyz says not ready); give it a moment.
+            match tokio::time::timeout(Duration::from_secs(2), admin_server).await {
+                Ok(Ok(Err(error))) => tracing::warn!(%error, "admin API failed"),
+                Err(_) => tracing::warn!("admin API requests still open; closing"),
+                _ => {}
+            }
+        }
         dispatcher.shutdown().await;
         store.close().await;
         result.map_err(DaemonError::Serve)
@@ -138,14 +211,14 @@ async fn prune_inbox_forever(store: Store, config: Config) {
     }
 }
 
-/// A cloneable health probe (see `Daemon::health`).
+/// A cloneable liveness probe for the watchdog (see `Daemon::liveness`).
 #[derive(Clone)]
-pub struct Health {
+pub struct Liveness {
     store: Store,
     workers: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
-impl Health {
+impl Liveness {
     pub async fn check(&self) -> bool {
         (self.workers)() && self.store.ping().await.is_ok()
     }

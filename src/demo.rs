@@ -86,6 +86,8 @@ fn demo_config(dir: &Path, sims: &[Sim]) -> Config {
             echo_of: None,
         }],
         targets,
+        schedules: Vec::new(),
+        admin: None,
     }
 }
 

@@ -119,7 +119,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: Config, activated: Option<std::net::TcpListener>) -> anyhow::Result<()> {
     let listen = config.server.listen;
-    let daemon = Daemon::start(config).await.context("starting pimsync")?;
+    let admin_listen = config.admin.as_ref().map(|admin| admin.listen);
+    let mut daemon = Daemon::start(config).await.context("starting pimsync")?;
+    if let Some(admin_listen) = admin_listen {
+        let listener = daemon::bind(admin_listen)
+            .await
+            .with_context(|| format!("binding the admin API to {admin_listen}"))?;
+        let local = listener.local_addr().context("reading the bound address")?;
+        println!("pimsync admin listening on {local}");
+        daemon = daemon.with_admin_listener(listener);
+    }
     let listener = match activated {
         Some(socket) => {
             socket
@@ -136,11 +145,11 @@ async fn serve(config: Config, activated: Option<std::net::TcpListener>) -> anyh
     println!("pimsync listening on {local}");
     tracing::info!(%local, store = %daemon.store().path().display(), "pimsync ready");
     if let Some(interval) = systemd::watchdog_interval() {
-        let health = daemon.health();
+        let liveness = daemon.liveness();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
-                if health.check().await {
+                if liveness.check().await {
                     systemd::notify("WATCHDOG=1");
                 } else {
                     tracing::error!("unhealthy: not pinging the systemd watchdog");

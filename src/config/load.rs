@@ -112,6 +112,8 @@ impl Config {
         };
         let sources = read_sources(&mut root);
         let targets = super::targets::read_targets(&mut root);
+        let schedules = super::schedules::read_schedules(&mut root, &sources, &targets);
+        let admin = super::schedules::read_admin(&mut root);
         root.finish();
         if let (Some(sources), Some(targets)) = (&sources, &targets) {
             for (i, source) in sources.iter().enumerate() {
@@ -125,14 +127,16 @@ impl Config {
             }
         }
 
-        if let (false, Some(server), Some(store), Some(sources), Some(targets)) =
-            (ctx.has_errors(), server, store, sources, targets)
+        if let (false, Some(server), Some(store), Some(sources), Some(targets), Some(schedules)) =
+            (ctx.has_errors(), server, store, sources, targets, schedules)
         {
             return Ok(Config {
                 server,
                 store,
                 sources,
                 targets,
+                schedules,
+                admin,
             });
         }
         if !ctx.has_errors() {

@@ -15,6 +15,8 @@ pub use secret::Secret;
 // on top of the key-path collecting reader in `reader.rs`; see `Config::from_toml_str`.
 mod load;
 mod reader;
+// `[admin]` and `[[schedules]]` (operations).
+mod schedules;
 mod sources;
 mod summary;
 mod targets;
@@ -29,6 +31,43 @@ pub struct Config {
     pub store: StoreConfig,
     pub sources: Vec<SourceConfig>,
     pub targets: Vec<TargetConfig>,
+    /// `[[schedules]]`: cron-driven resyncs and reconciles.
+    pub schedules: Vec<ScheduleConfig>,
+    /// `[admin]`: the admin HTTP API and metrics listener; None = disabled.
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`: a separate, bearer-token protected listener.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: Secret,
+    /// Whether `/metrics` needs the token too (`/healthz` and `/readyz` never do).
+    pub metrics_auth: bool,
+}
+
+/// One `[[schedules]]` entry.
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    pub name: String,
+    /// The expression as written (for display).
+    pub cron_text: String,
+    pub cron: crate::schedule::CronSchedule,
+    pub timezone: chrono_tz::Tz,
+    pub action: ScheduleAction,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScheduleAction {
+    /// Mark products pending again for `targets` (empty = every target); only products
+    /// stored within `since` when set; `force` ignores what is recorded as applied.
+    Resync {
+        targets: Vec<String>,
+        since: Option<Duration>,
+        force: bool,
+    },
+    /// Compare a PIM source's catalog with the store (the PIM pull provides it).
+    Reconcile { source: String },
 }
 
 #[derive(Debug, Clone)]

@@ -157,6 +157,71 @@ impl Config {
                 writeln!(out, "      {field} ← {from}")?;
             }
         }
+        self.write_operations(out, chrono::Utc::now())
+    }
+
+    /// `[admin]` and `[[schedules]]`, each schedule with its next three fire times (in
+    /// its own time zone) after `now`.
+    pub(super) fn write_operations(
+        &self,
+        out: &mut String,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> std::fmt::Result {
+        match &self.admin {
+            None => writeln!(out, "admin:             disabled (no [admin] section)")?,
+            Some(admin) => {
+                let metrics = if admin.metrics_auth {
+                    "/metrics needs the token"
+                } else {
+                    "/metrics, /healthz, /readyz without token"
+                };
+                writeln!(out, "admin:")?;
+                writeln!(out, "  listen           {}", admin.listen)?;
+                writeln!(out, "  auth             bearer token; {metrics}")?;
+            }
+        }
+        writeln!(out, "schedules ({}):", self.schedules.len())?;
+        let upcoming = crate::schedule::upcoming(&self.schedules, now, 3);
+        for schedule in &self.schedules {
+            let action = match &schedule.action {
+                super::ScheduleAction::Resync {
+                    targets,
+                    since,
+                    force,
+                } => {
+                    let mut a = if targets.is_empty() {
+                        "resync all targets".to_string()
+                    } else {
+                        format!("resync {}", targets.join(", "))
+                    };
+                    match since {
+                        Some(since) => {
+                            let _ = write!(a, ", products stored in the last {}", duration(*since));
+                        }
+                        None => a.push_str(", every product"),
+                    }
+                    if *force {
+                        a.push_str(", forced");
+                    }
+                    a
+                }
+                super::ScheduleAction::Reconcile { source } => format!("reconcile source {source}"),
+            };
+            writeln!(
+                out,
+                "  {}  \"{}\" ({}): {action}",
+                schedule.name,
+                schedule.cron_text,
+                schedule.timezone.name()
+            )?;
+            let times = upcoming.get(&schedule.name).cloned().unwrap_or_default();
+            if times.is_empty() {
+                writeln!(out, "      next: never")?;
+            }
+            for time in times {
+                writeln!(out, "      next: {time}")?;
+            }
+        }
         Ok(())
     }
 }

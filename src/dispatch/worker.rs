@@ -249,6 +249,7 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
             };
             ctx.limiter.acquire().await;
             ctx.connector.ready().await;
+            let started = std::time::Instant::now();
             let result =
                 tokio::time::timeout(delivery.request_timeout, ctx.connector.apply(request))
                     .await
@@ -258,6 +259,7 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
                             delivery.request_timeout
                         )))
                     });
+            crate::metrics::global().apply_latency(&lease.target, started.elapsed());
             let now = now_ms();
             match result {
                 Ok(applied) => Outcome::Applied {
@@ -310,12 +312,12 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
             tracing::warn!(target = %lease.target, product_key = %lease.product_key, idempotency_key = %lease.idempotency_key, "dead-lettered");
         }
         Ok(Settled::LeaseLost) => {
-            tracing::warn!(target = %lease.target, product_key = %lease.product_key, "lease lost before settling; the row is retried")
+            tracing::warn!(target = %lease.target, product_key = %lease.product_key, idempotency_key = %lease.idempotency_key, "lease lost before settling; the row is retried")
         }
         Ok(_) => {}
         // The row stays leased and is taken again when the lease expires, with the same key.
         Err(error) => {
-            tracing::warn!(target = %lease.target, product_key = %lease.product_key, %error, "cannot record the outcome; retried after the lease expires")
+            tracing::warn!(target = %lease.target, product_key = %lease.product_key, idempotency_key = %lease.idempotency_key, %error, "cannot record the outcome; retried after the lease expires")
         }
     }
     ctx.finish(&lease.product_key);
@@ -324,6 +326,15 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
 fn log_outcome(ctx: &Ctx, lease: &Lease, outcome: &Outcome) {
     let stats = &ctx.stats;
     let (target, key, idem) = (&lease.target, &lease.product_key, &lease.idempotency_key);
+    let label = match outcome {
+        Outcome::Applied { called: true, .. } => "applied",
+        Outcome::Applied { called: false, .. } => "skipped",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Throttled { .. } => "throttled",
+        Outcome::Permanent { .. } => "permanent",
+        Outcome::Released => "released",
+    };
+    crate::metrics::global().apply(target, label);
     match outcome {
         Outcome::Applied { called: true, .. } => {
             stats.applied.fetch_add(1, Ordering::Relaxed);
@@ -331,7 +342,7 @@ fn log_outcome(ctx: &Ctx, lease: &Lease, outcome: &Outcome) {
         }
         Outcome::Applied { called: false, .. } => {
             stats.skipped.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(target = %target, product_key = %key, "already applied; no call");
+            tracing::debug!(target = %target, product_key = %key, idempotency_key = %idem, "already applied; no call");
         }
         Outcome::Failed { error, .. } => {
             stats.retried.fetch_add(1, Ordering::Relaxed);
@@ -339,7 +350,7 @@ fn log_outcome(ctx: &Ctx, lease: &Lease, outcome: &Outcome) {
         }
         Outcome::Throttled { error, .. } => {
             stats.throttled.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(target = %target, product_key = %key, %error, "throttled by the target");
+            tracing::info!(target = %target, product_key = %key, idempotency_key = %idem, %error, "throttled by the target");
         }
         Outcome::Permanent { error } => {
             tracing::warn!(target = %target, product_key = %key, idempotency_key = %idem, %error, "apply failed permanently");

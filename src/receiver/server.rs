@@ -42,6 +42,7 @@ pub fn router(state: ReceiverState, sources: &[SourceConfig], body_limit: usize)
     let mut app = axum::Router::new();
     for source in sources {
         let source = Arc::new(source.clone());
+        let name = source.name.clone();
         app = app.route(
             &source.path.clone(),
             post(
@@ -49,7 +50,12 @@ pub fn router(state: ReceiverState, sources: &[SourceConfig], body_limit: usize)
                     let source = source.clone();
                     async move { receive(state, &source, headers, body).await }
                 },
-            ),
+            )
+            // Counted outside the handler so that 413s (body limit) are counted too.
+            .layer(axum::middleware::map_response(move |response: Response| {
+                crate::metrics::global().webhook(&name, response.status().as_u16());
+                std::future::ready(response)
+            })),
         );
     }
     app.layer(DefaultBodyLimit::max(body_limit))

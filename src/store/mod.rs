@@ -8,11 +8,13 @@
 //! and power loss. When the store cannot take more (queue full, disk full, I/O error) the
 //! call fails and the receiver answers 503 with `Retry-After`; nothing is acknowledged.
 
+mod admin;
 mod checkpoint;
 mod delivery;
 mod ingest;
 pub mod ops;
 mod query;
+mod schedule;
 mod schema;
 mod writer;
 
@@ -23,9 +25,11 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
+pub use admin::{DeadLetter, DeadSelection, TargetStatus};
 pub use delivery::{Lease, Outcome, Settle, Settled};
 pub use ingest::{Ingest, IngestOutcome, PreparedChange};
 pub use query::{Counts, InboxRow, OutboxRow, ProductRow};
+pub use schedule::{ResyncScope, ScheduleRun};
 pub use writer::WriterStats;
 
 use crate::config::StoreConfig;

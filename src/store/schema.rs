@@ -73,6 +73,16 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX fetch_queue_uuid ON fetch_queue (uuid);
     ",
+    // 2: the last run of each `[[schedules]]` entry.
+    "
+    CREATE TABLE schedule_runs (
+        name        TEXT PRIMARY KEY,
+        started_at  INTEGER NOT NULL,   -- Unix ms
+        finished_at INTEGER,            -- NULL while running (or if the daemon stopped)
+        outcome     TEXT NOT NULL,      -- running | ok | skipped | failed
+        detail      TEXT
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -78,6 +78,9 @@ pub struct WriterStats {
     pub failed_commits: AtomicU64,
     pub largest_batch: AtomicU64,
     pub commit_micros_total: AtomicU64,
+    /// Jobs per transaction, and the time each transaction took (for metrics).
+    pub batch_size: crate::metrics::Histogram<crate::metrics::Sizes>,
+    pub commit_seconds: crate::metrics::Histogram<crate::metrics::Seconds>,
 }
 
 pub(super) fn run(
@@ -110,9 +113,12 @@ pub(super) fn run(
         stats
             .largest_batch
             .fetch_max(batch.len() as u64, Ordering::Relaxed);
+        let elapsed = started.elapsed();
         stats
             .commit_micros_total
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        stats.batch_size.observe(batch.len() as f64);
+        stats.commit_seconds.observe_duration(elapsed);
         if let Err(error) = &committed {
             stats.failed_commits.fetch_add(1, Ordering::Relaxed);
             tracing::error!(%error, jobs = batch.len(), "store commit failed; nothing in this batch was acknowledged");

@@ -4,6 +4,7 @@
 mod fake_target;
 mod harness;
 
+mod admin;
 mod cli;
 mod delivery;
 mod durability;

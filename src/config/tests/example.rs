@@ -23,6 +23,10 @@ fn example_env() -> TestEnv {
             "/run/credentials/pimsync.service/akeneo-event-platform",
             "aep-primary\n",
         )
+        .file(
+            "/run/credentials/pimsync.service/admin-token",
+            "example-admin-token-0123456789\n",
+        )
         .file("/etc/pimsync/secrets/erp-webhook", "erp-secret\n")
         .file(
             "/run/credentials/pimsync.service/magento-consumer-secret",
@@ -73,6 +77,9 @@ fn example_config_parses() {
     ));
     assert_eq!(magento.store_views.len(), 2);
     assert_eq!(config.targets[2].mapping.fields.len(), 5);
+    assert_eq!(config.admin.unwrap().listen.to_string(), "127.0.0.1:9090");
+    let names: Vec<_> = config.schedules.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["nightly-shop", "weekly-reconcile"]);
 }
 
 #[test]
@@ -95,6 +102,7 @@ fn example_without_the_environment_names_each_missing_secret() {
             "targets[2].magento.consumer_key",
             "targets[2].magento.consumer_secret",
             "targets[2].magento.access_token_secret",
+            "admin.token",
         ]
     );
 }

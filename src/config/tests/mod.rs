@@ -259,7 +259,7 @@ retention = "7d"
     assert_eq!(
         errors(&text),
         [
-            "version: unknown key (expected one of: server, store, sources, targets)",
+            "version: unknown key (expected one of: server, store, sources, targets, schedules, admin)",
             "server.port: unknown key (expected one of: listen, body_limit, request_timeout, shutdown_grace)",
             "store.retention: unknown key (expected one of: path, inbox_retention, inbox_max_rows, max_batch, queue_capacity, max_size)",
         ]
