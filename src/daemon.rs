@@ -74,9 +74,17 @@ impl Daemon {
             store,
             dispatcher,
         } = self;
+        let router = Arc::new(Router::new(&config.targets));
+        // Thin events queued by the receiver are fetched from the PIM in the background.
+        let fetcher = crate::pull::Fetcher::start(
+            store.clone(),
+            router.clone(),
+            &config.sources,
+            dispatcher.wake(),
+        );
         let state = ReceiverState {
             store: store.clone(),
-            router: Arc::new(Router::new(&config.targets)),
+            router,
             request_timeout: config.server.request_timeout,
             wake: dispatcher.wake(),
         };
@@ -104,6 +112,9 @@ impl Daemon {
             }
         };
         pruner.abort();
+        if let Some(fetcher) = fetcher {
+            fetcher.shutdown().await;
+        }
         dispatcher.shutdown().await;
         store.close().await;
         result.map_err(DaemonError::Serve)

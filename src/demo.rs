@@ -63,6 +63,7 @@ fn demo_config(dir: &std::path::Path) -> Config {
                 secret: Secret::new(SECRET),
                 tolerance: Duration::from_secs(300),
             },
+            api: None,
         }],
         targets: vec![
             log_target("shopify-sim", &[]),

@@ -4,6 +4,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod dispatch;
+pub mod pull;
 pub mod receiver;
 pub mod route;
 pub mod simulate;

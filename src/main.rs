@@ -40,6 +40,20 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Pull a source's catalog from the PIM and commit what differs (resumes an
+    /// interrupted run of the same kind).
+    Reconcile {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The source (its `[sources.api]`) to pull.
+        #[arg(long)]
+        source: String,
+        /// Only products updated since: a time (RFC 3339, "YYYY-MM-DD HH:MM:SS" UTC,
+        /// YYYY-MM-DD), a duration ago (24h), or "last" (since the last completed
+        /// reconcile). Without it, the whole catalog, reporting what the PIM no longer has.
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Run a self-contained demo on a temporary database with built-in simulated targets.
     Demo {
         /// How many product edits the simulated PIM sends.
@@ -81,6 +95,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .map_err(|errors| anyhow::anyhow!("{} is invalid:\n{errors}", config.display()))?;
             runtime()?.block_on(serve(loaded))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Reconcile {
+            config,
+            source,
+            since,
+        } => {
+            let loaded = Config::load(&config)
+                .map_err(|errors| anyhow::anyhow!("{} is invalid:\n{errors}", config.display()))?;
+            runtime()?.block_on(pimsync::pull::cli::run(loaded, &source, since.as_deref()))
         }
         Command::Demo { edits } => {
             runtime()?.block_on(pimsync::demo::run(edits))?;

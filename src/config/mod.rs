@@ -14,11 +14,13 @@ pub use secret::Secret;
 // Parsing lives in `load.rs` (entry points, server, store), `sources.rs` and `targets.rs`,
 // on top of the key-path collecting reader in `reader.rs`; see `Config::from_toml_str`.
 mod load;
+mod pull;
 mod reader;
 mod sources;
 mod summary;
 mod targets;
 pub use load::{ConfigError, ConfigErrors, Environment, SystemEnvironment};
+pub use pull::PullConfig;
 
 #[cfg(test)]
 mod tests;
@@ -65,6 +67,8 @@ pub struct SourceConfig {
     /// URL path the source posts to, e.g. `/webhooks/akeneo`.
     pub path: String,
     pub format: SourceFormat,
+    /// `[sources.api]`: the PIM's REST API, for fetching thin events and reconciling.
+    pub api: Option<PullConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

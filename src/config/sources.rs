@@ -65,11 +65,17 @@ pub(super) fn read_source(
             None
         }
     };
+    let api = super::pull::read_api(&mut s, format.as_ref().map(SourceFormat::name));
+    let api_invalid = s.has("api") && api.is_none();
     s.finish();
+    if api_invalid {
+        return None;
+    }
     Some(SourceConfig {
         name: name?,
         path: path?,
         format: format?,
+        api,
     })
 }
 

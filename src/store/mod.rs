@@ -11,6 +11,7 @@
 mod checkpoint;
 mod delivery;
 mod ingest;
+mod pull;
 mod query;
 mod schema;
 mod writer;
@@ -24,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use delivery::{Lease, Outcome, Settle, Settled};
 pub use ingest::{Ingest, IngestOutcome, PreparedChange};
+pub use pull::{FetchRow, MissingProduct, PageCommit, PullRun};
 pub use query::{Counts, InboxRow, OutboxRow, ProductRow};
 pub use writer::WriterStats;
 
