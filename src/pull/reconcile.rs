@@ -75,6 +75,11 @@ fn akeneo_time(at: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
+#[cfg(test)]
+pub(super) fn akeneo_time_for_tests(at: OffsetDateTime) -> String {
+    akeneo_time(at)
+}
+
 /// How far a reconcile is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
