@@ -7,4 +7,5 @@ mod harness;
 mod cli;
 mod delivery;
 mod durability;
+mod pull;
 mod receiver;
