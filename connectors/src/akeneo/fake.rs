@@ -230,7 +230,7 @@ async fn token(State(fake): State<FakeAkeneo>, headers: HeaderMap, body: String)
 }
 
 /// Checks the bearer token, records the request and applies scripted throttling.
-fn admit(fake: &FakeAkeneo, headers: &HeaderMap, uri: &Uri) -> Result<(), Response> {
+fn admit(fake: &FakeAkeneo, headers: &HeaderMap, uri: &Uri) -> Result<(), Box<Response>> {
     let mut state = fake.state();
     let bearer = headers
         .get("authorization")
@@ -240,10 +240,10 @@ fn admit(fake: &FakeAkeneo, headers: &HeaderMap, uri: &Uri) -> Result<(), Respon
     match state.access.get(bearer) {
         Some(expiry) if Instant::now() < *expiry => {}
         _ => {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "The access token provided is invalid.",
-            ));
+            )));
         }
     }
     state.requests.push(decode(&uri.to_string()));
@@ -254,7 +254,7 @@ fn admit(fake: &FakeAkeneo, headers: &HeaderMap, uri: &Uri) -> Result<(), Respon
         response
             .headers_mut()
             .insert("retry-after", state.retry_after.parse().unwrap());
-        return Err(response);
+        return Err(Box::new(response));
     }
     Ok(())
 }
@@ -266,7 +266,7 @@ async fn one_product(
     Path(uuid): Path<String>,
 ) -> Response {
     if let Err(response) = admit(&fake, &headers, &uri) {
-        return response;
+        return *response;
     }
     match fake.state().products.get(&uuid) {
         Some(product) => Json(product.clone()).into_response(),
@@ -286,7 +286,7 @@ async fn one_model(
     Path(code): Path<String>,
 ) -> Response {
     if let Err(response) = admit(&fake, &headers, &uri) {
-        return response;
+        return *response;
     }
     match fake.state().models.get(&code) {
         Some(model) => Json(model.clone()).into_response(),
@@ -313,7 +313,7 @@ async fn list(
     path: &str,
 ) -> Response {
     if let Err(response) = admit(&fake, &headers, &uri) {
-        return response;
+        return *response;
     }
     let hold = {
         let mut state = fake.state();
