@@ -52,12 +52,17 @@ impl Daemon {
                     return Err(error.into());
                 }
             };
+        let reconciler: Arc<dyn Reconciler> = Arc::new(crate::pull::ScheduledReconcile::new(
+            store.clone(),
+            Arc::new(Router::new(&config.targets)),
+            config.sources.clone(),
+        ));
         Ok(Daemon {
             config,
             store,
             dispatcher,
             admin: None,
-            reconciler: None,
+            reconciler: Some(reconciler),
         })
     }
 
@@ -143,6 +148,13 @@ impl Daemon {
             }
             _ => None,
         };
+        // Thin events queued by the receiver are fetched from the PIM in the background.
+        let fetcher = crate::pull::Fetcher::start(
+            store.clone(),
+            router.clone(),
+            &config.sources,
+            dispatcher.wake(),
+        );
         let state = ReceiverState {
             store: store.clone(),
             router,
@@ -185,6 +197,9 @@ impl Daemon {
                 Err(_) => tracing::warn!("admin API requests still open; closing"),
                 _ => {}
             }
+        }
+        if let Some(fetcher) = fetcher {
+            fetcher.shutdown().await;
         }
         dispatcher.shutdown().await;
         store.close().await;

@@ -84,6 +84,7 @@ fn demo_config(dir: &Path, sims: &[Sim]) -> Config {
                 tolerance: Duration::from_secs(300),
             },
             echo_of: None,
+            api: None,
         }],
         targets,
         schedules: Vec::new(),

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod demo;
 pub mod dispatch;
 pub mod metrics;
+pub mod pull;
 pub mod receiver;
 pub mod route;
 pub mod schedule;

@@ -43,6 +43,20 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Pull a source's catalog from the PIM and commit what differs (resumes an
+    /// interrupted run of the same kind).
+    Reconcile {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The source (its `[sources.api]`) to pull.
+        #[arg(long)]
+        source: String,
+        /// Only products updated since: a time (RFC 3339, "YYYY-MM-DD HH:MM:SS" UTC,
+        /// YYYY-MM-DD), a duration ago (24h), or "last" (since the last completed
+        /// reconcile). Without it, the whole catalog, reporting what the PIM no longer has.
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Run a self-contained demo on a temporary database with built-in simulated targets.
     Demo {
         /// How many product edits the simulated PIM sends.
@@ -105,6 +119,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(serve(loaded, activated))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reconcile {
+            config,
+            source,
+            since,
+        } => {
+            let loaded = Config::load(&config)
+                .map_err(|errors| anyhow::anyhow!("{} is invalid:\n{errors}", config.display()))?;
+            runtime()?.block_on(pimsync::pull::cli::run(loaded, &source, since.as_deref()))
+        }
         Command::Demo { edits } => {
             runtime()?.block_on(pimsync::demo::run(edits))?;
             Ok(ExitCode::SUCCESS)
@@ -118,6 +141,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: Config, activated: Option<std::net::TcpListener>) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let listen = config.server.listen;
     let admin_listen = config.admin.as_ref().map(|admin| admin.listen);
     let mut daemon = Daemon::start(config).await.context("starting pimsync")?;
@@ -160,7 +184,7 @@ async fn serve(config: Config, activated: Option<std::net::TcpListener>) -> anyh
     systemd::notify(&format!("READY=1\nSTATUS=receiving webhooks on {local}"));
     daemon
         .serve(listener, async {
-            shutdown_signal().await;
+            shutdown.await;
             systemd::notify("STOPPING=1");
         })
         .await?;
@@ -168,28 +192,19 @@ async fn serve(config: Config, activated: Option<std::net::TcpListener>) -> anyh
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// Installs the SIGTERM and SIGINT handlers now (a signal that arrives before the daemon
+/// serves must still mean "shut down gracefully", not the default "die") and returns the
+/// future that resolves on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -3,6 +3,7 @@
 //! classification and field mapping, and the connectors themselves. It knows nothing of
 //! pimsync's store or receiver.
 
+pub mod akeneo;
 pub mod connector;
 pub mod erp;
 pub mod http;

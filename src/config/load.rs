@@ -224,8 +224,8 @@ fn read_store(mut s: Section<'_, '_>) -> Option<StoreConfig> {
     });
     // 0 = no limit; a limit smaller than an empty database could never be met.
     let max_size = s.size("max_size", 0);
-    if max_size != 0 && max_size < 64 * 1024 {
-        s.invalid("max_size", "must be 0 (no limit) or at least 64KiB");
+    if max_size != 0 && max_size < 1024 * 1024 {
+        s.invalid("max_size", "must be 0 (no limit) or at least 1MiB");
     }
     s.finish();
     Some(StoreConfig {

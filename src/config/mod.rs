@@ -14,6 +14,7 @@ pub use secret::Secret;
 // Parsing lives in `load.rs` (entry points, server, store), `sources.rs` and `targets.rs`,
 // on top of the key-path collecting reader in `reader.rs`; see `Config::from_toml_str`.
 mod load;
+mod pull;
 mod reader;
 // `[admin]` and `[[schedules]]` (operations).
 mod schedules;
@@ -21,6 +22,7 @@ mod sources;
 mod summary;
 mod targets;
 pub use load::{ConfigError, ConfigErrors, Environment, SystemEnvironment};
+pub use pull::PullConfig;
 
 #[cfg(test)]
 mod tests;
@@ -108,6 +110,8 @@ pub struct SourceConfig {
     /// `products/update` after pimsync's write): a change whose content equals what
     /// pimsync last applied to that target is acknowledged and ignored.
     pub echo_of: Option<String>,
+    /// `[sources.api]`: the PIM's REST API, for fetching thin events and reconciling.
+    pub api: Option<PullConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

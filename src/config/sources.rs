@@ -66,12 +66,18 @@ pub(super) fn read_source(
         }
     };
     let echo_of = s.optional_str("echo_of");
+    let api = super::pull::read_api(&mut s, format.as_ref().map(SourceFormat::name));
+    let api_invalid = s.has("api") && api.is_none();
     s.finish();
+    if api_invalid {
+        return None;
+    }
     Some(SourceConfig {
         name: name?,
         path: path?,
         format: format?,
         echo_of,
+        api,
     })
 }
 

@@ -13,6 +13,7 @@ mod checkpoint;
 mod delivery;
 mod ingest;
 pub mod ops;
+mod pull;
 mod query;
 mod schedule;
 mod schema;
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use admin::{DeadLetter, DeadSelection, TargetStatus};
 pub use delivery::{Lease, Outcome, Settle, Settled};
 pub use ingest::{Ingest, IngestOutcome, PreparedChange};
+pub use pull::{FetchRow, MissingProduct, PageCommit, PullRun};
 pub use query::{Counts, InboxRow, OutboxRow, ProductRow};
 pub use schedule::{ResyncScope, ScheduleRun};
 pub use writer::WriterStats;
@@ -87,11 +89,12 @@ impl Store {
         }
         let mut conn = Connection::open(&config.path).map_err(|e| open_error(e.to_string()))?;
         schema::configure(&conn)?;
+        schema::migrate(&mut conn)?;
+        // After migrating: the schema itself must never be refused by the cap.
         if config.max_size > 0 {
             let page_size: u64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
             conn.pragma_update(None, "max_page_count", (config.max_size / page_size).max(1))?;
         }
-        schema::migrate(&mut conn)?;
         schema::configure_writer(&conn)?;
         let checkpointer =
             checkpoint::Checkpointer::start(&config.path).map_err(|e| open_error(e.to_string()))?;

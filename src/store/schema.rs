@@ -83,6 +83,29 @@ const MIGRATIONS: &[&str] = &[
         detail      TEXT
     ) WITHOUT ROWID;
     ",
+    // 3: the PIM pull. One row per source for its reconcile: the run in progress (its
+    // mode, phase and the next page to fetch, committed with each page so a restart
+    // resumes there) and when the last one completed; and the keys a full run has seen, to
+    // find the products the PIM no longer has.
+    "
+    CREATE TABLE pull_state (
+        source          TEXT PRIMARY KEY,
+        mode            TEXT NOT NULL,      -- 'full' or 'since:<YYYY-MM-DD HH:MM:SS>'
+        phase           TEXT,               -- 'products' | 'product_models'; NULL when done
+        cursor          TEXT,               -- the next page's link; NULL: the phase's first
+        started_at      INTEGER NOT NULL,   -- Unix ms
+        fetched         INTEGER NOT NULL DEFAULT 0,
+        total           INTEGER,            -- items_count, when the PIM gave it
+        updated_at      INTEGER NOT NULL,
+        last_completed  INTEGER             -- started_at of the last completed run
+    ) WITHOUT ROWID;
+
+    CREATE TABLE pull_seen (
+        source      TEXT NOT NULL,
+        product_key TEXT NOT NULL,
+        PRIMARY KEY (source, product_key)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -400,12 +400,12 @@ async fn deletions_reach_the_targets_the_product_was_routed_to() {
 async fn a_full_database_refuses_the_write_and_acknowledges_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.max_size = 64 * 1024;
+    cfg.max_size = 1024 * 1024;
     let store = Store::open(&cfg).unwrap();
     let router = router(&[("all", &[])]);
     let big = request(None, vec![upsert("A", 1, snapshot("f", 1))]);
     let mut big = big;
-    big.body = vec![b'x'; 256 * 1024];
+    big.body = vec![b'x'; 2 * 1024 * 1024];
     let error = store.ingest(big, router.clone()).await.unwrap_err();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
     assert_eq!(store.counts().await.unwrap().inbox, 0);

@@ -9,5 +9,6 @@ mod cli;
 mod delivery;
 mod durability;
 mod ops;
+mod pull;
 mod receiver;
 mod systemd;

@@ -270,7 +270,7 @@ async fn a_full_store_answers_503_with_retry_after_and_acknowledges_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(
         dir.path(),
-        &config_text(dir.path(), "body_limit = \"1MiB\"", "max_size = \"256KiB\""),
+        &config_text(dir.path(), "body_limit = \"1MiB\"", "max_size = \"1MiB\""),
     );
     let sender = Sender::default();
     let url = daemon.url("/webhooks/akeneo");

@@ -11,6 +11,7 @@ fn example_env() -> TestEnv {
     TestEnv::default()
         .var("AKENEO_SECRET", "akeneo-secret")
         .var("AKENEO_EVENTS_SECONDARY_SECRET", "aep-secondary")
+        .var("AKENEO_API_SECRET", "akeneo-api-secret")
         .var(
             "CATALOG_WEBHOOK_SECRET",
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
@@ -28,6 +29,10 @@ fn example_env() -> TestEnv {
             "example-admin-token-0123456789\n",
         )
         .file("/etc/pimsync/secrets/erp-webhook", "erp-secret\n")
+        .file(
+            "/run/credentials/pimsync.service/akeneo-api-password",
+            "akeneo-api-password\n",
+        )
         .file(
             "/run/credentials/pimsync.service/magento-consumer-secret",
             "magento-consumer-secret\n",
@@ -61,6 +66,12 @@ fn example_config_parses() {
     };
     assert_eq!(primary.expose(), b"aep-primary");
     assert!(secondary.is_some());
+    let api = config.sources[1].api.as_ref().expect("[sources.api]");
+    assert_eq!(api.settings.base_url, "https://pim.example.com");
+    assert_eq!(api.settings.secret, "akeneo-api-secret");
+    assert_eq!(api.settings.password, "akeneo-api-password");
+    assert_eq!((api.fetch_batch, api.delete_missing), (100, false));
+    assert!(config.sources.iter().filter(|s| s.api.is_some()).count() == 1);
 
     let kinds: Vec<_> = config.targets.iter().map(|t| t.kind.name()).collect();
     assert_eq!(kinds, ["log", "shopify", "magento"]);
@@ -95,6 +106,8 @@ fn example_without_the_environment_names_each_missing_secret() {
             "sources[0].secret",
             "sources[1].primary_secret",
             "sources[1].secondary_secret",
+            "sources[1].api.secret",
+            "sources[1].api.password",
             "sources[2].secrets[0]",
             "sources[3].secret",
             "targets[1].shopify.access_token",

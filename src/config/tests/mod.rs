@@ -158,7 +158,7 @@ fn store_max_size_is_optional_and_bounded() {
     assert_eq!(config.store.max_size, 10 << 30);
     assert_eq!(
         errors(&format!("[store]\nmax_size = 1024\n{SOURCE}")),
-        ["store.max_size: must be 0 (no limit) or at least 64KiB"]
+        ["store.max_size: must be 0 (no limit) or at least 1MiB"]
     );
 }
 

@@ -352,3 +352,61 @@ kind = "log"
         [r#"sources[0].echo_of: no target is named "shpo""#]
     );
 }
+
+#[test]
+fn api_settings_with_defaults_and_every_problem() {
+    let text = r#"
+[[sources]]
+name = "aep"
+path = "/webhooks/aep"
+format = "akeneo-event-platform"
+primary_secret = "p"
+[sources.api]
+base_url = "https://pim.example.com/"
+client_id = "id"
+secret = "s"
+username = "u"
+password = "pw"
+"#;
+    let config = load(text);
+    let api = config.sources[0].api.as_ref().unwrap();
+    assert_eq!(api.settings.base_url, "https://pim.example.com");
+    assert_eq!((api.fetch_batch, api.delete_missing), (100, false));
+    assert_eq!(api.settings.request_timeout, Duration::from_secs(30));
+    assert!(!format!("{api:?}").contains("pw"));
+
+    let text = r#"
+[[sources]]
+name = "gh"
+path = "/webhooks/gh"
+format = "hmac"
+secret = "h"
+header = "X-Sig"
+[sources.api]
+base_url = "pim.example.com"
+secret = { env = "NOPE" }
+username = "u"
+password = "pw"
+fetch_batch = 0
+delete_missng = true
+"#;
+    let errors = errors(text);
+    for expected in [
+        "sources[0].api: only sources of format akeneo or akeneo-event-platform can be pulled from",
+        "sources[0].api.base_url: must start with http:// or https://",
+        "sources[0].api.client_id: missing required key",
+        "sources[0].api.secret: environment variable NOPE is not set",
+        "sources[0].api.fetch_batch: must be between 1 and 100",
+    ] {
+        assert!(
+            errors.iter().any(|e| e == expected),
+            "{expected}\nnot in {errors:#?}"
+        );
+    }
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("sources[0].api.delete_missng: unknown key")),
+        "{errors:#?}"
+    );
+}

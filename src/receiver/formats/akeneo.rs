@@ -119,9 +119,34 @@ fn parse_event(value: &Value, path: &str) -> Result<ProductChange, Rejection> {
         )
     })?;
     let resource = event.obj("data")?.obj("resource")?;
+    let (key, uuid) = identity(&resource, kind)?;
+    // `updated` moves on every save of the product, so it orders the events of one product;
+    // a removal has no resource timestamp and takes the event's.
+    let (version, body) = match op {
+        ChangeOp::Delete => (event_micros, ChangeBody::None),
+        ChangeOp::Upsert => (
+            resource.opt_micros("updated")?.unwrap_or(event_micros),
+            ChangeBody::Full(snapshot(&resource, Strictness::Lenient)?),
+        ),
+    };
+    Ok(ProductChange {
+        key,
+        uuid,
+        kind,
+        op,
+        version,
+        body,
+        event_id: Some(event_id.to_owned()),
+    })
+}
 
-    // Products are keyed by identifier (may be absent since Akeneo 7 allows products
-    // without one: the uuid then stands in), product models by their code.
+/// The key and uuid of a REST resource. Products are keyed by identifier (may be absent
+/// since Akeneo 7 allows products without one: the uuid then stands in), product models by
+/// their code.
+fn identity(
+    resource: &Obj<'_>,
+    kind: ProductKind,
+) -> Result<(Option<String>, Option<String>), Rejection> {
     let key_field = match kind {
         ProductKind::Product => "identifier",
         ProductKind::ProductModel => "code",
@@ -141,24 +166,31 @@ fn parse_event(value: &Value, path: &str) -> Result<ProductChange, Rejection> {
         };
         return Err(malformed(resource.path(), needed));
     }
+    Ok((key.map(str::to_owned), uuid.map(str::to_owned)))
+}
 
-    // `updated` moves on every save of the product, so it orders the events of one product;
-    // a removal has no resource timestamp and takes the event's.
-    let (version, body) = match op {
-        ChangeOp::Delete => (event_micros, ChangeBody::None),
-        ChangeOp::Upsert => (
-            resource.opt_micros("updated")?.unwrap_or(event_micros),
-            ChangeBody::Full(snapshot(&resource, Strictness::Lenient)?),
-        ),
-    };
+/// An Akeneo REST resource — a product (`GET /api/rest/v1/products-uuid/{uuid}`) or a
+/// product model (`GET /api/rest/v1/product-models/{code}`), the same shape the Events API
+/// embeds — as a full upsert whose version is the resource's `updated` time. The PIM pull
+/// turns what it fetches into changes with this, exactly as webhooks are.
+pub(crate) fn resource_upsert(
+    resource: &Value,
+    path: &str,
+    kind: ProductKind,
+) -> Result<ProductChange, Rejection> {
+    let resource = Obj::new(resource, path)?;
+    let (key, uuid) = identity(&resource, kind)?;
+    let version = resource
+        .opt_micros("updated")?
+        .ok_or_else(|| malformed(&resource.field_path("updated"), "required"))?;
     Ok(ProductChange {
-        key: key.map(str::to_owned),
-        uuid: uuid.map(str::to_owned),
+        key,
+        uuid,
         kind,
-        op,
+        op: ChangeOp::Upsert,
         version,
-        body,
-        event_id: Some(event_id.to_owned()),
+        body: ChangeBody::Full(snapshot(&resource, Strictness::Lenient)?),
+        event_id: None,
     })
 }
 
