@@ -7,7 +7,8 @@ use serde_json::json;
 
 use super::*;
 use crate::config::{StoreConfig, TargetConfig, TargetFilter, TargetKind};
-use crate::store::{Ingest, Lease, Outcome, PreparedChange, Settle};
+use crate::route::Router;
+use crate::store::{Ingest, Lease, Outcome, PreparedChange, Settle, Store, now_ms};
 
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
