@@ -33,7 +33,8 @@ use crate::config::{ScheduleAction, ScheduleConfig, Secret};
 use crate::dispatch::{DeliveryStats, Wake};
 use crate::route::Router;
 use crate::schedule::RunLocks;
-use crate::store::{DeadSelection, ResyncScope, Store, now_ms};
+use crate::store::ops::{Resync, ResyncScope};
+use crate::store::{DeadSelection, Store, now_ms};
 
 /// Whether the daemon is ready: set once the dispatcher runs and the receiver serves,
 /// cleared when shutdown starts.
@@ -323,30 +324,30 @@ async fn resync(State(state): State<AdminState>, body: Bytes) -> Response {
             "give exactly one of skus (a list), since (\"24h\" or an RFC 3339 time) or all: true",
         );
     }
-    let since_ms = match body.since.as_deref().map(parse_since).transpose() {
-        Ok(since) => since,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
     if body.skus.as_ref().is_some_and(Vec::is_empty) {
         return error(StatusCode::BAD_REQUEST, "skus must not be empty");
     }
-    let scope = ResyncScope {
-        targets: targets.clone(),
-        keys: body.skus,
-        since_ms,
-        force: body.force,
+    let scope = match (body.skus, body.since.as_deref()) {
+        (Some(keys), _) => ResyncScope::Keys(keys),
+        (None, Some(since)) => match parse_since(since) {
+            Ok(since) => ResyncScope::Since(since),
+            Err(message) => return error(StatusCode::BAD_REQUEST, message),
+        },
+        (None, None) => ResyncScope::All,
     };
-    tracing::info!(?scope, "admin: resync requested");
-    match state
-        .store
-        .resync_for_schedule(scope, state.router.clone())
-        .await
-    {
+    let request = Resync {
+        targets: targets.clone(),
+        scope,
+        force: body.force,
+        list_rows: false,
+    };
+    tracing::info!(?request, "admin: resync requested");
+    match state.store.resync(request, state.router.clone()).await {
         Ok(marked) => {
-            if marked > 0 {
+            if marked.marked > 0 {
                 state.wake.all();
             }
-            axum::Json(json!({ "marked": marked, "targets": targets, "force": body.force }))
+            axum::Json(json!({ "marked": marked.marked, "targets": targets, "force": body.force }))
                 .into_response()
         }
         Err(e) => store_error(e),

@@ -136,6 +136,7 @@ async fn resync_marks_matching_targets_and_force_clears_only_the_applied_hash() 
                 targets: vec!["chairs".into()],
                 scope: ResyncScope::Keys(vec!["C-1".into(), "T-1".into(), "NOPE".into()]),
                 force: false,
+                list_rows: true,
             },
             router.clone(),
         )
@@ -160,6 +161,7 @@ async fn resync_marks_matching_targets_and_force_clears_only_the_applied_hash() 
                 targets: vec!["all".into(), "chairs".into()],
                 scope: ResyncScope::All,
                 force: true,
+                list_rows: true,
             },
             router.clone(),
         )
@@ -208,6 +210,7 @@ async fn resync_since_and_tombstones_resync_as_deletions_to_holders() {
                 targets: vec!["all".into(), "chairs".into()],
                 scope: future,
                 force: false,
+                list_rows: true,
             },
             router.clone(),
         )
@@ -221,6 +224,7 @@ async fn resync_since_and_tombstones_resync_as_deletions_to_holders() {
                 targets: vec!["all".into(), "chairs".into()],
                 scope: ResyncScope::Since(0),
                 force: false,
+                list_rows: true,
             },
             router.clone(),
         )
@@ -431,4 +435,56 @@ fn read_only_refuses_a_missing_database_without_creating_it() {
     let error = ReadOnly::open(&path).err().unwrap();
     assert!(error.to_string().contains("no database"), "{error}");
     assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn resync_of_more_than_a_page_marks_every_product_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&config(dir.path())).unwrap();
+    let router = router(&[("all", &[])]);
+    let keys: Vec<String> = (0..1_201).map(|i| format!("P-{i:05}")).collect();
+    let changes = keys
+        .iter()
+        .map(|key| change(key, 1, "chairs", ChangeOp::Upsert))
+        .collect();
+    ingest(&store, &router, "pim", changes).await;
+    while !settle_all(&store, "all", applied_ok()).await.is_empty() {}
+
+    for scope in [
+        ResyncScope::All,
+        ResyncScope::Since(0),
+        ResyncScope::Keys(keys.clone()),
+    ] {
+        let marked = store
+            .resync(
+                Resync {
+                    targets: vec!["all".into()],
+                    scope: scope.clone(),
+                    force: false,
+                    list_rows: true,
+                },
+                router.clone(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(marked.marked, keys.len(), "{scope:?}");
+        let marked_keys: Vec<&str> = marked.rows.iter().map(|r| &*r.product_key).collect();
+        assert_eq!(marked_keys, keys, "{scope:?}");
+    }
+    // Without list_rows only the count comes back.
+    let marked = store
+        .resync(
+            Resync {
+                targets: vec!["all".into()],
+                scope: ResyncScope::All,
+                force: true,
+                list_rows: false,
+            },
+            router.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((marked.marked, marked.forced), (keys.len(), keys.len()));
+    assert!(marked.rows.is_empty());
+    store.close().await;
 }
