@@ -33,8 +33,8 @@ use crate::config::{ScheduleAction, ScheduleConfig, Secret};
 use crate::dispatch::{DeliveryStats, Wake};
 use crate::route::Router;
 use crate::schedule::RunLocks;
-use crate::store::ops::{Resync, ResyncScope};
-use crate::store::{DeadSelection, Store, now_ms};
+use crate::store::ops::{DeadOrder, DeadSelection, Resync, ResyncScope, RowKey};
+use crate::store::{Store, now_ms};
 
 /// Whether the daemon is ready: set once the dispatcher runs and the receiver serves,
 /// cleared when shutdown starts.
@@ -384,7 +384,11 @@ async fn dead_list(State(state): State<AdminState>, Query(query): Query<DeadQuer
         }
     }
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
-    match state.store.dead_letters(query.target, limit).await {
+    match state
+        .store
+        .dead_list(query.target, DeadOrder::Newest(limit))
+        .await
+    {
         Ok(rows) => axum::Json(json!({ "dead": rows })).into_response(),
         Err(e) => store_error(e),
     }
@@ -408,10 +412,14 @@ fn dead_selection(state: &AdminState, body: &Bytes) -> Result<DeadSelection, Bad
             Err(BadRequest::new("skus need one target, not all_targets"))
         }
         Some(keys) if keys.is_empty() => Err(BadRequest::new("skus must not be empty")),
-        Some(keys) => Ok(DeadSelection::Keys {
-            target: targets.into_iter().next().unwrap_or_default(),
-            keys,
-        }),
+        Some(keys) => {
+            let target = targets.into_iter().next().unwrap_or_default();
+            Ok(DeadSelection::Rows(
+                keys.into_iter()
+                    .map(|key| RowKey::new(target.clone(), key))
+                    .collect(),
+            ))
+        }
     }
 }
 
@@ -421,8 +429,9 @@ async fn dead_retry(State(state): State<AdminState>, body: Bytes) -> Response {
         Err(bad) => return bad.into_response(),
     };
     tracing::info!(?selection, "admin: retrying dead letters");
-    match state.store.retry_dead(selection).await {
-        Ok(n) => {
+    match state.store.dead_retry(selection).await {
+        Ok(retried) => {
+            let n = retried.len();
             if n > 0 {
                 state.wake.all();
             }
@@ -438,8 +447,8 @@ async fn dead_discard(State(state): State<AdminState>, body: Bytes) -> Response 
         Err(bad) => return bad.into_response(),
     };
     tracing::info!(?selection, "admin: discarding dead letters");
-    match state.store.discard_dead(selection).await {
-        Ok(n) => axum::Json(json!({ "discarded": n })).into_response(),
+    match state.store.dead_discard(selection).await {
+        Ok(discarded) => axum::Json(json!({ "discarded": discarded.len() })).into_response(),
         Err(e) => store_error(e),
     }
 }

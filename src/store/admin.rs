@@ -1,4 +1,4 @@
-//! Queries and commands of the admin API: per-target status and dead letters.
+//! Queries of the admin API: per-target status.
 
 use rusqlite::{Connection, params};
 
@@ -20,27 +20,6 @@ pub struct TargetStatus {
     pub oldest_pending_ms: Option<i64>,
 }
 
-/// A dead-lettered outbox row.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct DeadLetter {
-    pub target: String,
-    pub product_key: String,
-    pub desired_hash: String,
-    pub attempts: i64,
-    pub last_error: Option<String>,
-    /// When it was dead-lettered (Unix ms).
-    pub updated_at: i64,
-}
-
-/// Which dead letters a retry or discard touches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeadSelection {
-    /// Every dead letter of these targets.
-    Targets(Vec<String>),
-    /// These products of one target.
-    Keys { target: String, keys: Vec<String> },
-}
-
 impl Store {
     /// Status of each of `targets`, in the order given.
     pub async fn target_status(
@@ -53,60 +32,6 @@ impl Store {
                 .into_iter()
                 .map(|target| target_status(conn, target, now))
                 .collect()
-        })
-        .await
-    }
-
-    /// Dead letters, newest first, optionally of one target.
-    pub async fn dead_letters(
-        &self,
-        target: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, StoreError> {
-        self.read(move |conn| {
-            let mut statement = conn.prepare(
-                "SELECT target, product_key, desired_hash, attempts, last_error, updated_at
-                 FROM outbox WHERE state = 'dead' AND (?1 IS NULL OR target = ?1)
-                 ORDER BY updated_at DESC, target, product_key LIMIT ?2",
-            )?;
-            let rows = statement.query_map(params![target, limit as i64], |row| {
-                Ok(DeadLetter {
-                    target: row.get(0)?,
-                    product_key: row.get(1)?,
-                    desired_hash: row.get(2)?,
-                    attempts: row.get(3)?,
-                    last_error: row.get(4)?,
-                    updated_at: row.get(5)?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
-    }
-
-    /// Makes dead letters pending again, with a fresh attempt count. Returns how many.
-    pub async fn retry_dead(&self, selection: DeadSelection) -> Result<usize, StoreError> {
-        self.write(move |conn| {
-            for_dead(
-                conn,
-                &selection,
-                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?3, updated_at = ?3
-                 WHERE target = ?1 AND state = 'dead' AND (?2 IS NULL OR product_key = ?2)",
-            )
-        })
-        .await
-    }
-
-    /// Drops dead letters: the target is not sent that state (a later change is). Returns
-    /// how many.
-    pub async fn discard_dead(&self, selection: DeadSelection) -> Result<usize, StoreError> {
-        self.write(move |conn| {
-            for_dead(
-                conn,
-                &selection,
-                "DELETE FROM outbox WHERE target = ?1 AND state = 'dead' AND (?2 IS NULL OR product_key = ?2)
-                 AND ?3 IS NOT NULL",
-            )
         })
         .await
     }
@@ -154,23 +79,4 @@ fn target_status(conn: &Connection, target: String, now: i64) -> rusqlite::Resul
     }
     status.target = target;
     Ok(status)
-}
-
-fn for_dead(conn: &Connection, selection: &DeadSelection, sql: &str) -> Result<usize, StoreError> {
-    let now = now_ms();
-    let mut statement = conn.prepare_cached(sql)?;
-    let mut n = 0;
-    match selection {
-        DeadSelection::Targets(targets) => {
-            for target in targets {
-                n += statement.execute(params![target, None::<String>, now])?;
-            }
-        }
-        DeadSelection::Keys { target, keys } => {
-            for key in keys {
-                n += statement.execute(params![target, key, now])?;
-            }
-        }
-    }
-    Ok(n)
 }

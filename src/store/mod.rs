@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-pub use admin::{DeadLetter, DeadSelection, TargetStatus};
+pub use admin::TargetStatus;
 pub use delivery::{Lease, Outcome, Settle, Settled};
 pub use ingest::{Ingest, IngestOutcome, PreparedChange};
 pub use pull::{FetchRow, MissingProduct, PageCommit, PullRun};

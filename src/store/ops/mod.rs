@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::query::InboxRow;
 use super::{StoreError, schema};
 
-pub use dead::DeadRow;
+pub use dead::{DeadOrder, DeadRow, DeadSelection};
 pub use resync::{Resync, ResyncMarked, ResyncScope};
 pub use status::{LastError, Status, StoreStatus, TargetStatus};
 

@@ -280,7 +280,10 @@ async fn dead_rows_are_listed_shown_retried_and_discarded() {
     assert!(read.row_detail(&RowKey::new("erp", "Z")).unwrap().is_none());
 
     let retried = store
-        .dead_retry(vec![RowKey::new("erp", "A"), RowKey::new("erp", "Z")])
+        .dead_retry(DeadSelection::Rows(vec![
+            RowKey::new("erp", "A"),
+            RowKey::new("erp", "Z"),
+        ]))
         .await
         .unwrap();
     assert_eq!(keys(&retried), ["erp/A"]);
@@ -290,21 +293,34 @@ async fn dead_rows_are_listed_shown_retried_and_discarded() {
     // Retrying again finds nothing dead.
     assert!(
         store
-            .dead_retry(vec![RowKey::new("erp", "A")])
+            .dead_retry(DeadSelection::Rows(vec![RowKey::new("erp", "A")]))
             .await
             .unwrap()
             .is_empty()
     );
 
     let discarded = store
-        .dead_discard(vec![RowKey::new("erp", "B"), RowKey::new("erp", "A")])
+        .dead_discard(DeadSelection::Rows(vec![
+            RowKey::new("erp", "B"),
+            RowKey::new("erp", "A"),
+        ]))
         .await
         .unwrap();
     assert_eq!(keys(&discarded), ["erp/B"], "only dead rows are discarded");
     assert!(store.product("B").await.unwrap().is_some());
 
     settle_all(&store, "erp", Outcome::Permanent { error: "x".into() }).await;
-    let retried = store.dead_retry_target("erp".into()).await.unwrap();
+    // The daemon's listing (admin API): newest first, at most `n`.
+    let newest = store
+        .dead_list(Some("erp".into()), DeadOrder::Newest(1))
+        .await
+        .unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].key, RowKey::new("erp", "A"));
+    let retried = store
+        .dead_retry(DeadSelection::Targets(vec!["erp".into()]))
+        .await
+        .unwrap();
     assert_eq!(keys(&retried), ["erp/A"]);
     store.close().await;
 }
