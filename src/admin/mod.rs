@@ -33,7 +33,7 @@ use crate::config::{ScheduleAction, ScheduleConfig, Secret};
 use crate::dispatch::{DeliveryStats, Wake};
 use crate::route::Router;
 use crate::schedule::RunLocks;
-use crate::store::ops::{DeadOrder, DeadSelection, Resync, ResyncScope, RowKey};
+use crate::store::ops::{DeadOrder, DeadSelection, Resync, ResyncScope, RowKey, TargetStatus};
 use crate::store::{Store, now_ms};
 
 /// Whether the daemon is ready: set once the dispatcher runs and the receiver serves,
@@ -191,10 +191,12 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 }
 
 async fn status(State(state): State<AdminState>) -> Response {
-    let targets = match state.store.target_status(state.targets.to_vec()).await {
-        Ok(targets) => targets,
-        Err(e) => return store_error(e),
-    };
+    let now = now_ms();
+    let targets: Vec<serde_json::Value> =
+        match state.store.target_status(state.targets.to_vec(), now).await {
+            Ok(targets) => targets.iter().map(|t| target_json(t, now)).collect(),
+            Err(e) => return store_error(e),
+        };
     let runs = match state.store.schedule_runs().await {
         Ok(runs) => runs,
         Err(e) => return store_error(e),
@@ -245,6 +247,20 @@ async fn status(State(state): State<AdminState>) -> Response {
         "ready": state.health.is_ready(),
     }))
     .into_response()
+}
+
+/// One target in `GET /status`: the store's figures under the admin API's names.
+fn target_json(status: &TargetStatus, now: i64) -> serde_json::Value {
+    json!({
+        "target": status.name,
+        "pending": status.pending,
+        "leased": status.in_flight,
+        "dead": status.dead,
+        "applied_last_hour": status.applied_last_hour,
+        "last_error": status.last_error.as_ref().map(|e| &e.error),
+        "last_error_at": status.last_error.as_ref().map(|e| e.at),
+        "oldest_pending_ms": status.oldest_pending_since.map(|since| (now - since).max(0)),
+    })
 }
 
 /// A 400 with a message saying what is wrong with the request.

@@ -8,7 +8,6 @@
 //! and power loss. When the store cannot take more (queue full, disk full, I/O error) the
 //! call fails and the receiver answers 503 with `Retry-After`; nothing is acknowledged.
 
-mod admin;
 mod checkpoint;
 mod delivery;
 mod ingest;
@@ -26,7 +25,6 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-pub use admin::TargetStatus;
 pub use delivery::{Lease, Outcome, Settle, Settled};
 pub use ingest::{Ingest, IngestOutcome, PreparedChange};
 pub use pull::{FetchRow, MissingProduct, PageCommit, PullRun};

@@ -1,8 +1,9 @@
-//! What the operator CLI needs from the store: resync marking, dead-letter operations,
-//! status figures and the inbox's stored webhooks.
+//! Operations on the store: resync marking, dead-letter operations, status figures and
+//! the inbox's stored webhooks. Each has one implementation here, used by the operator CLI,
+//! the admin API and the scheduler alike.
 //!
 //! Writes go through the writer like every other write (the CLI opens a short-lived
-//! [`Store`] of its own; SQLite's locking and the busy timeout let it share the database
+//! [`Store`](crate::store::Store) of its own; SQLite's locking and the busy timeout let it share the database
 //! with a running daemon). Reads go through [`ReadOnly`], a read-only connection that
 //! never creates or migrates anything, so `status` cannot disturb a daemon.
 

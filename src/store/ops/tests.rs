@@ -376,6 +376,12 @@ async fn status_counts_each_target_and_progress_follows_rows() {
     assert_eq!(status.targets[2].pending, 0);
     assert_eq!(status.store.products, 3);
     assert!(status.store.db_bytes + status.store.wal_bytes > 0);
+    // The daemon's view (admin API) reads the same figures.
+    let daemon = store
+        .target_status(vec!["a".into(), "b".into(), "c".into()], now)
+        .await
+        .unwrap();
+    assert_eq!(daemon, status.targets);
 
     // Applied rows count for the last hour and leave the outbox.
     let lease = &leases[0];
