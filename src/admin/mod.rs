@@ -33,7 +33,8 @@ use crate::config::{ScheduleAction, ScheduleConfig, Secret};
 use crate::dispatch::{DeliveryStats, Wake};
 use crate::route::Router;
 use crate::schedule::RunLocks;
-use crate::store::{DeadSelection, ResyncScope, Store, now_ms};
+use crate::store::ops::{DeadOrder, DeadSelection, Resync, ResyncScope, RowKey, TargetStatus};
+use crate::store::{Store, now_ms};
 
 /// Whether the daemon is ready: set once the dispatcher runs and the receiver serves,
 /// cleared when shutdown starts.
@@ -190,10 +191,12 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 }
 
 async fn status(State(state): State<AdminState>) -> Response {
-    let targets = match state.store.target_status(state.targets.to_vec()).await {
-        Ok(targets) => targets,
-        Err(e) => return store_error(e),
-    };
+    let now = now_ms();
+    let targets: Vec<serde_json::Value> =
+        match state.store.target_status(state.targets.to_vec(), now).await {
+            Ok(targets) => targets.iter().map(|t| target_json(t, now)).collect(),
+            Err(e) => return store_error(e),
+        };
     let runs = match state.store.schedule_runs().await {
         Ok(runs) => runs,
         Err(e) => return store_error(e),
@@ -244,6 +247,20 @@ async fn status(State(state): State<AdminState>) -> Response {
         "ready": state.health.is_ready(),
     }))
     .into_response()
+}
+
+/// One target in `GET /status`: the store's figures under the admin API's names.
+fn target_json(status: &TargetStatus, now: i64) -> serde_json::Value {
+    json!({
+        "target": status.name,
+        "pending": status.pending,
+        "leased": status.in_flight,
+        "dead": status.dead,
+        "applied_last_hour": status.applied_last_hour,
+        "last_error": status.last_error.as_ref().map(|e| &e.error),
+        "last_error_at": status.last_error.as_ref().map(|e| e.at),
+        "oldest_pending_ms": status.oldest_pending_since.map(|since| (now - since).max(0)),
+    })
 }
 
 /// A 400 with a message saying what is wrong with the request.
@@ -323,30 +340,30 @@ async fn resync(State(state): State<AdminState>, body: Bytes) -> Response {
             "give exactly one of skus (a list), since (\"24h\" or an RFC 3339 time) or all: true",
         );
     }
-    let since_ms = match body.since.as_deref().map(parse_since).transpose() {
-        Ok(since) => since,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
     if body.skus.as_ref().is_some_and(Vec::is_empty) {
         return error(StatusCode::BAD_REQUEST, "skus must not be empty");
     }
-    let scope = ResyncScope {
-        targets: targets.clone(),
-        keys: body.skus,
-        since_ms,
-        force: body.force,
+    let scope = match (body.skus, body.since.as_deref()) {
+        (Some(keys), _) => ResyncScope::Keys(keys),
+        (None, Some(since)) => match parse_since(since) {
+            Ok(since) => ResyncScope::Since(since),
+            Err(message) => return error(StatusCode::BAD_REQUEST, message),
+        },
+        (None, None) => ResyncScope::All,
     };
-    tracing::info!(?scope, "admin: resync requested");
-    match state
-        .store
-        .resync_for_schedule(scope, state.router.clone())
-        .await
-    {
+    let request = Resync {
+        targets: targets.clone(),
+        scope,
+        force: body.force,
+        list_rows: false,
+    };
+    tracing::info!(?request, "admin: resync requested");
+    match state.store.resync(request, state.router.clone()).await {
         Ok(marked) => {
-            if marked > 0 {
+            if marked.marked > 0 {
                 state.wake.all();
             }
-            axum::Json(json!({ "marked": marked, "targets": targets, "force": body.force }))
+            axum::Json(json!({ "marked": marked.marked, "targets": targets, "force": body.force }))
                 .into_response()
         }
         Err(e) => store_error(e),
@@ -383,7 +400,11 @@ async fn dead_list(State(state): State<AdminState>, Query(query): Query<DeadQuer
         }
     }
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
-    match state.store.dead_letters(query.target, limit).await {
+    match state
+        .store
+        .dead_list(query.target, DeadOrder::Newest(limit))
+        .await
+    {
         Ok(rows) => axum::Json(json!({ "dead": rows })).into_response(),
         Err(e) => store_error(e),
     }
@@ -407,10 +428,14 @@ fn dead_selection(state: &AdminState, body: &Bytes) -> Result<DeadSelection, Bad
             Err(BadRequest::new("skus need one target, not all_targets"))
         }
         Some(keys) if keys.is_empty() => Err(BadRequest::new("skus must not be empty")),
-        Some(keys) => Ok(DeadSelection::Keys {
-            target: targets.into_iter().next().unwrap_or_default(),
-            keys,
-        }),
+        Some(keys) => {
+            let target = targets.into_iter().next().unwrap_or_default();
+            Ok(DeadSelection::Rows(
+                keys.into_iter()
+                    .map(|key| RowKey::new(target.clone(), key))
+                    .collect(),
+            ))
+        }
     }
 }
 
@@ -420,8 +445,9 @@ async fn dead_retry(State(state): State<AdminState>, body: Bytes) -> Response {
         Err(bad) => return bad.into_response(),
     };
     tracing::info!(?selection, "admin: retrying dead letters");
-    match state.store.retry_dead(selection).await {
-        Ok(n) => {
+    match state.store.dead_retry(selection).await {
+        Ok(retried) => {
+            let n = retried.len();
             if n > 0 {
                 state.wake.all();
             }
@@ -437,8 +463,8 @@ async fn dead_discard(State(state): State<AdminState>, body: Bytes) -> Response 
         Err(bad) => return bad.into_response(),
     };
     tracing::info!(?selection, "admin: discarding dead letters");
-    match state.store.discard_dead(selection).await {
-        Ok(n) => axum::Json(json!({ "discarded": n })).into_response(),
+    match state.store.dead_discard(selection).await {
+        Ok(discarded) => axum::Json(json!({ "discarded": discarded.len() })).into_response(),
         Err(e) => store_error(e),
     }
 }

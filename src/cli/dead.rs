@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use pimsync::store::now_ms;
-use pimsync::store::ops::RowKey;
+use pimsync::store::ops::{DeadSelection, RowKey};
 
 use super::{ConfigArg, age, row_keys, timestamp};
 
@@ -124,7 +124,9 @@ pub fn run(command: DeadCommand) -> anyhow::Result<ExitCode> {
             let (asked, retried) = match target {
                 Some(target) => {
                     let retried = super::with_store(&config, async |store| {
-                        Ok(store.dead_retry_target(target).await?)
+                        Ok(store
+                            .dead_retry(DeadSelection::Targets(vec![target]))
+                            .await?)
                     })?;
                     (None, retried)
                 }
@@ -132,7 +134,7 @@ pub fn run(command: DeadCommand) -> anyhow::Result<ExitCode> {
                     let keys = row_keys(&rows)?;
                     let asked = keys.clone();
                     let retried = super::with_store(&config, async |store| {
-                        Ok(store.dead_retry(keys).await?)
+                        Ok(store.dead_retry(DeadSelection::Rows(keys)).await?)
                     })?;
                     (Some(asked), retried)
                 }
@@ -143,8 +145,9 @@ pub fn run(command: DeadCommand) -> anyhow::Result<ExitCode> {
             let config = super::load_config(&config.config)?;
             let keys = row_keys(&rows)?;
             let asked = keys.clone();
-            let discarded =
-                super::with_store(&config, async |store| Ok(store.dead_discard(keys).await?))?;
+            let discarded = super::with_store(&config, async |store| {
+                Ok(store.dead_discard(DeadSelection::Rows(keys)).await?)
+            })?;
             report("discarded", &discarded, Some(&asked))
         }
     }

@@ -74,6 +74,7 @@ pub fn run(args: ResyncArgs) -> anyhow::Result<ExitCode> {
         targets,
         scope,
         force: args.force,
+        list_rows: true,
     };
     let router = Arc::new(Router::new(&config.targets));
     let marked = super::with_store(&config, async |store| {

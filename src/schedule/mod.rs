@@ -22,7 +22,8 @@ pub use self::cron::{CronSchedule, next_fires, parse as parse_cron, parse_timezo
 use crate::config::{ScheduleAction, ScheduleConfig};
 use crate::dispatch::Wake;
 use crate::route::Router;
-use crate::store::{ResyncScope, Store, now_ms};
+use crate::store::ops::{Resync, ResyncScope};
+use crate::store::{Store, now_ms};
 
 /// What a reconcile returns: a short summary for the run record, or an error.
 pub type ReconcileFuture<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
@@ -186,22 +187,21 @@ async fn execute(action: &ScheduleAction, ctx: &RunContext) -> RunOutcome {
             } else {
                 targets.clone()
             };
-            let scope = ResyncScope {
+            let request = Resync {
                 targets,
-                keys: None,
-                since_ms: since.map(|since| now_ms() - since.as_millis() as i64),
+                scope: match since {
+                    Some(since) => ResyncScope::Since(now_ms() - since.as_millis() as i64),
+                    None => ResyncScope::All,
+                },
                 force: *force,
+                list_rows: false,
             };
-            match ctx
-                .store
-                .resync_for_schedule(scope, ctx.router.clone())
-                .await
-            {
+            match ctx.store.resync(request, ctx.router.clone()).await {
                 Ok(marked) => {
-                    if marked > 0 {
+                    if marked.marked > 0 {
                         ctx.wake.all();
                     }
-                    RunOutcome::Ok(format!("{marked} outbox row(s) marked pending"))
+                    RunOutcome::Ok(format!("{} outbox row(s) marked pending", marked.marked))
                 }
                 Err(error) => RunOutcome::Failed(error.to_string()),
             }

@@ -8,7 +8,6 @@
 //! and power loss. When the store cannot take more (queue full, disk full, I/O error) the
 //! call fails and the receiver answers 503 with `Retry-After`; nothing is acknowledged.
 
-mod admin;
 mod checkpoint;
 mod delivery;
 mod ingest;
@@ -26,12 +25,11 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-pub use admin::{DeadLetter, DeadSelection, TargetStatus};
 pub use delivery::{Lease, Outcome, Settle, Settled};
 pub use ingest::{Ingest, IngestOutcome, PreparedChange};
 pub use pull::{FetchRow, MissingProduct, PageCommit, PullRun};
 pub use query::{Counts, InboxRow, OutboxRow, ProductRow};
-pub use schedule::{ResyncScope, ScheduleRun};
+pub use schedule::ScheduleRun;
 pub use writer::WriterStats;
 
 use crate::config::StoreConfig;
@@ -170,6 +168,27 @@ impl Store {
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
             })?;
         response.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Like `write`, but waits and tries again (for a few seconds) while the writer's
+    /// queue is full: background work yields to ingest rather than failing.
+    async fn write_retrying<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + Sync + 'static,
+    {
+        let work = Arc::new(work);
+        let mut tries = 0;
+        loop {
+            let job = work.clone();
+            match self.write(move |conn| job(conn)).await {
+                Err(StoreError::Busy) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Runs a read on a pooled read-only connection, off the async runtime.

@@ -7,7 +7,8 @@ use serde_json::json;
 
 use super::*;
 use crate::config::{StoreConfig, TargetConfig, TargetFilter, TargetKind};
-use crate::store::{Ingest, Lease, Outcome, PreparedChange, Settle};
+use crate::route::Router;
+use crate::store::{Ingest, Lease, Outcome, PreparedChange, Settle, Store, now_ms};
 
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
@@ -135,6 +136,7 @@ async fn resync_marks_matching_targets_and_force_clears_only_the_applied_hash() 
                 targets: vec!["chairs".into()],
                 scope: ResyncScope::Keys(vec!["C-1".into(), "T-1".into(), "NOPE".into()]),
                 force: false,
+                list_rows: true,
             },
             router.clone(),
         )
@@ -159,6 +161,7 @@ async fn resync_marks_matching_targets_and_force_clears_only_the_applied_hash() 
                 targets: vec!["all".into(), "chairs".into()],
                 scope: ResyncScope::All,
                 force: true,
+                list_rows: true,
             },
             router.clone(),
         )
@@ -207,6 +210,7 @@ async fn resync_since_and_tombstones_resync_as_deletions_to_holders() {
                 targets: vec!["all".into(), "chairs".into()],
                 scope: future,
                 force: false,
+                list_rows: true,
             },
             router.clone(),
         )
@@ -220,6 +224,7 @@ async fn resync_since_and_tombstones_resync_as_deletions_to_holders() {
                 targets: vec!["all".into(), "chairs".into()],
                 scope: ResyncScope::Since(0),
                 force: false,
+                list_rows: true,
             },
             router.clone(),
         )
@@ -275,7 +280,10 @@ async fn dead_rows_are_listed_shown_retried_and_discarded() {
     assert!(read.row_detail(&RowKey::new("erp", "Z")).unwrap().is_none());
 
     let retried = store
-        .dead_retry(vec![RowKey::new("erp", "A"), RowKey::new("erp", "Z")])
+        .dead_retry(DeadSelection::Rows(vec![
+            RowKey::new("erp", "A"),
+            RowKey::new("erp", "Z"),
+        ]))
         .await
         .unwrap();
     assert_eq!(keys(&retried), ["erp/A"]);
@@ -285,21 +293,34 @@ async fn dead_rows_are_listed_shown_retried_and_discarded() {
     // Retrying again finds nothing dead.
     assert!(
         store
-            .dead_retry(vec![RowKey::new("erp", "A")])
+            .dead_retry(DeadSelection::Rows(vec![RowKey::new("erp", "A")]))
             .await
             .unwrap()
             .is_empty()
     );
 
     let discarded = store
-        .dead_discard(vec![RowKey::new("erp", "B"), RowKey::new("erp", "A")])
+        .dead_discard(DeadSelection::Rows(vec![
+            RowKey::new("erp", "B"),
+            RowKey::new("erp", "A"),
+        ]))
         .await
         .unwrap();
     assert_eq!(keys(&discarded), ["erp/B"], "only dead rows are discarded");
     assert!(store.product("B").await.unwrap().is_some());
 
     settle_all(&store, "erp", Outcome::Permanent { error: "x".into() }).await;
-    let retried = store.dead_retry_target("erp".into()).await.unwrap();
+    // The daemon's listing (admin API): newest first, at most `n`.
+    let newest = store
+        .dead_list(Some("erp".into()), DeadOrder::Newest(1))
+        .await
+        .unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].key, RowKey::new("erp", "A"));
+    let retried = store
+        .dead_retry(DeadSelection::Targets(vec!["erp".into()]))
+        .await
+        .unwrap();
     assert_eq!(keys(&retried), ["erp/A"]);
     store.close().await;
 }
@@ -355,6 +376,12 @@ async fn status_counts_each_target_and_progress_follows_rows() {
     assert_eq!(status.targets[2].pending, 0);
     assert_eq!(status.store.products, 3);
     assert!(status.store.db_bytes + status.store.wal_bytes > 0);
+    // The daemon's view (admin API) reads the same figures.
+    let daemon = store
+        .target_status(vec!["a".into(), "b".into(), "c".into()], now)
+        .await
+        .unwrap();
+    assert_eq!(daemon, status.targets);
 
     // Applied rows count for the last hour and leave the outbox.
     let lease = &leases[0];
@@ -430,4 +457,56 @@ fn read_only_refuses_a_missing_database_without_creating_it() {
     let error = ReadOnly::open(&path).err().unwrap();
     assert!(error.to_string().contains("no database"), "{error}");
     assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn resync_of_more_than_a_page_marks_every_product_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&config(dir.path())).unwrap();
+    let router = router(&[("all", &[])]);
+    let keys: Vec<String> = (0..1_201).map(|i| format!("P-{i:05}")).collect();
+    let changes = keys
+        .iter()
+        .map(|key| change(key, 1, "chairs", ChangeOp::Upsert))
+        .collect();
+    ingest(&store, &router, "pim", changes).await;
+    while !settle_all(&store, "all", applied_ok()).await.is_empty() {}
+
+    for scope in [
+        ResyncScope::All,
+        ResyncScope::Since(0),
+        ResyncScope::Keys(keys.clone()),
+    ] {
+        let marked = store
+            .resync(
+                Resync {
+                    targets: vec!["all".into()],
+                    scope: scope.clone(),
+                    force: false,
+                    list_rows: true,
+                },
+                router.clone(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(marked.marked, keys.len(), "{scope:?}");
+        let marked_keys: Vec<&str> = marked.rows.iter().map(|r| &*r.product_key).collect();
+        assert_eq!(marked_keys, keys, "{scope:?}");
+    }
+    // Without list_rows only the count comes back.
+    let marked = store
+        .resync(
+            Resync {
+                targets: vec!["all".into()],
+                scope: ResyncScope::All,
+                force: true,
+                list_rows: false,
+            },
+            router.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((marked.marked, marked.forced), (keys.len(), keys.len()));
+    assert!(marked.rows.is_empty());
+    store.close().await;
 }
