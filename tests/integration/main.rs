@@ -9,3 +9,4 @@ mod delivery;
 mod durability;
 mod receiver;
 mod systemd;
+mod torture;
