@@ -7,6 +7,7 @@ mod harness;
 mod cli;
 mod delivery;
 mod durability;
+mod mutation;
 mod receiver;
 mod systemd;
 mod torture;

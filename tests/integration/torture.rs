@@ -610,7 +610,12 @@ fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
     hex::encode(pimsync::receiver::signature::hmac_sha256(key, parts))
 }
 
-fn standard_webhook(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> SignedRequest {
+pub(crate) fn standard_webhook(
+    secret: &str,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> SignedRequest {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
     let key = b64.decode(secret.trim_start_matches("whsec_")).unwrap();
@@ -630,7 +635,7 @@ fn standard_webhook(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Sign
     }
 }
 
-fn event_platform(secret: &str, body: &[u8]) -> SignedRequest {
+pub(crate) fn event_platform(secret: &str, body: &[u8]) -> SignedRequest {
     SignedRequest {
         headers: vec![
             ("content-type", "application/cloudevents+json".into()),
@@ -643,7 +648,7 @@ fn event_platform(secret: &str, body: &[u8]) -> SignedRequest {
     }
 }
 
-fn hmac_request(secret: &str, delivery: &str, body: &[u8]) -> SignedRequest {
+pub(crate) fn hmac_request(secret: &str, delivery: &str, body: &[u8]) -> SignedRequest {
     SignedRequest {
         headers: vec![
             ("content-type", "application/json".into()),
@@ -657,14 +662,14 @@ fn hmac_request(secret: &str, delivery: &str, body: &[u8]) -> SignedRequest {
     }
 }
 
-fn payload(key: &str, version: i64) -> Vec<u8> {
+pub(crate) fn payload(key: &str, version: i64) -> Vec<u8> {
     format!(
         r#"{{"changes":[{{"key":"{key}","op":"upsert","version":{version},"product":{{"family":"chairs","enabled":true,"values":{{}}}}}}]}}"#
     )
     .into_bytes()
 }
 
-fn cloud_event(id: &str) -> Vec<u8> {
+pub(crate) fn cloud_event(id: &str) -> Vec<u8> {
     format!(
         r#"{{"specversion":"1.0","id":"{id}","source":"pim","type":"com.akeneo.pim.v1.product.updated","time":"2026-12-04T10:00:00Z","datacontenttype":"application/json","data":{{"product":{{"uuid":"0b8b9c39-7a44-4ab0-8a5c-3bd6a4e0d4b1"}}}}}}"#
     )
