@@ -769,7 +769,7 @@ async fn bad_input_corpus_gets_the_right_4xx_and_stores_nothing() {
         ("akeneo", "no timestamp", without_header(good_ak.clone(), "x-akeneo-request-timestamp"), 401),
         ("akeneo", "signature not hex", with_header(good_ak.clone(), "x-akeneo-request-signature", "zz-not-hex"), 401),
         ("akeneo", "timestamp not a number", with_header(good_ak.clone(), "x-akeneo-request-timestamp", "yesterday"), 401),
-        ("akeneo", "body tampered", with_body(good_ak.clone(), &good_ak.body.to_vec().into_iter().map(|b| if b == b'1' { b'2' } else { b }).collect::<Vec<_>>()), 401),
+        ("akeneo", "body tampered", with_body(good_ak.clone(), &good_ak.body.iter().copied().map(|b| if b == b'1' { b'2' } else { b }).collect::<Vec<_>>()), 401),
         ("akeneo", "signature of another timestamp", with_header(good_ak.clone(), "x-akeneo-request-timestamp", &(now + 1).to_string()), 401),
         ("akeneo", "replayed 10 min later (stale timestamp)", ak_edit(now - 600), 401),
         ("akeneo", "timestamp 10 min ahead", ak_edit(now + 600), 401),
