@@ -25,6 +25,9 @@ pub struct Received {
     pub at: Instant,
     /// The status the fake answered.
     pub status: u16,
+    /// Arrival order (0, 1, …): a target applies a request when it arrives, even if its
+    /// answer comes late or never reaches the client.
+    pub seq: u64,
 }
 
 /// A scripted answer.
@@ -48,6 +51,12 @@ struct Inner {
     active: HashMap<String, usize>,
     max_active_per_key: usize,
     delay: Duration,
+    /// Idempotency checks, as a real target's dedup store would do them: the body first
+    /// seen with each (key, Idempotency-Key), and the key first seen with each (key, body).
+    body_of_idempotency_key: HashMap<(String, String), String>,
+    idempotency_key_of_body: HashMap<(String, String), String>,
+    /// A reused Idempotency-Key with another body, or one body under two keys.
+    violations: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -117,6 +126,42 @@ impl FakeTarget {
         self.inner.lock().unwrap().arrivals.clone()
     }
 
+    /// Idempotency contract breaches seen so far (must stay empty): an Idempotency-Key reused
+    /// with a different body, or the same desired state sent under two keys (a target would
+    /// apply it twice).
+    pub fn idempotency_violations(&self) -> Vec<String> {
+        self.inner.lock().unwrap().violations.clone()
+    }
+
+    /// Per product key, the body of the last PUT answered 2xx, in arrival order: what the
+    /// target holds now (a DELETE answered 2xx removes it).
+    pub fn current_state(&self) -> HashMap<String, String> {
+        let mut received = self.received();
+        received.sort_by_key(|r| r.seq);
+        let mut state = HashMap::new();
+        for r in received
+            .into_iter()
+            .filter(|r| (200..300).contains(&r.status))
+        {
+            if r.method == "PUT" {
+                state.insert(r.key, r.body);
+            } else {
+                state.remove(&r.key);
+            }
+        }
+        state
+    }
+
+    /// Distinct (key, body) pairs answered 2xx: the side effects the target carried out.
+    pub fn distinct_applied(&self) -> usize {
+        self.received()
+            .into_iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .map(|r| (r.key, r.body))
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
     pub fn max_active_per_key(&self) -> usize {
         self.inner.lock().unwrap().max_active_per_key
     }
@@ -153,14 +198,17 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let delay = {
+    let body_text = String::from_utf8_lossy(&body).into_owned();
+    let (delay, seq) = {
         let mut inner = fake.inner.lock().unwrap();
+        let seq = inner.arrivals.len() as u64;
         inner.arrivals.push((key.clone(), idempotency_key.clone()));
+        check_idempotency(&mut inner, &method, &key, &idempotency_key, &body_text);
         let active = inner.active.entry(key.clone()).or_insert(0);
         *active += 1;
         let now_active = *active;
         inner.max_active_per_key = inner.max_active_per_key.max(now_active);
-        inner.delay
+        (inner.delay, seq)
     };
     fake.changed.notify_waiters();
     let mut gate = fake.gate.subscribe();
@@ -187,9 +235,10 @@ async fn handle(
             method: method.to_string(),
             key: key.clone(),
             idempotency_key,
-            body: String::from_utf8_lossy(&body).into_owned(),
+            body: body_text,
             at: Instant::now(),
             status: reply.status,
+            seq,
         });
         reply
     };
@@ -205,4 +254,28 @@ async fn handle(
             .insert("retry-after", retry_after.parse().unwrap());
     }
     response
+}
+
+fn check_idempotency(inner: &mut Inner, method: &Method, key: &str, idem: &str, body: &str) {
+    let body = format!("{method} {body}");
+    let first_body = inner
+        .body_of_idempotency_key
+        .entry((key.to_owned(), idem.to_owned()))
+        .or_insert_with(|| body.clone())
+        .clone();
+    if first_body != body {
+        inner.violations.push(format!(
+            "{key}: Idempotency-Key {idem} reused with another body"
+        ));
+    }
+    let first_idem = inner
+        .idempotency_key_of_body
+        .entry((key.to_owned(), body))
+        .or_insert_with(|| idem.to_owned())
+        .clone();
+    if first_idem != idem {
+        inner.violations.push(format!(
+            "{key}: the same desired state sent under {first_idem} and {idem}"
+        ));
+    }
 }

@@ -100,8 +100,9 @@ impl Daemon {
         let mut child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(&config_path)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
+            // The caller's variables win (RUST_LOG included).
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
