@@ -7,8 +7,8 @@ use anyhow::Context;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use clap::Subcommand;
 use pimsync::receiver::formats::parse_only;
+use pimsync::receiver::ingest_request;
 use pimsync::route::Router;
-use pimsync::store::{Ingest, PreparedChange};
 
 use super::{ConfigArg, timestamp};
 
@@ -123,19 +123,14 @@ pub fn run(command: InboxCommand) -> anyhow::Result<ExitCode> {
                     .map_err(|rejection| anyhow::anyhow!("inbox row {id}: {rejection}"))?;
                 requests.push((
                     id,
-                    Ingest {
-                        source: source.name.clone(),
-                        // A new delivery: the original's id would make it a duplicate.
-                        delivery_id: None,
-                        headers_json: entry.headers_json.clone(),
-                        body: entry.body.clone(),
-                        changes: parsed
-                            .changes
-                            .into_iter()
-                            .map(PreparedChange::new)
-                            .collect(),
-                        echo_of: source.echo_of.clone(),
-                    },
+                    // A new delivery: the original's id would make it a duplicate.
+                    ingest_request(
+                        source,
+                        None,
+                        entry.headers_json.clone(),
+                        entry.body.clone(),
+                        parsed.changes,
+                    ),
                 ));
             }
             drop(read);

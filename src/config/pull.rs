@@ -35,7 +35,9 @@ pub(super) fn read_api(s: &mut Section<'_, '_>, format: Option<&str>) -> Option<
             "only sources of format akeneo or akeneo-event-platform can be pulled from",
         );
     }
-    let base_url = a.required_str("base_url").filter(|url| check_url(&a, url));
+    let base_url = a
+        .required_str("base_url")
+        .filter(|url| super::targets::check_base_url(&a, url));
     let client_id = a.required_str("client_id");
     let secret = a
         .secret("secret")
@@ -72,23 +74,4 @@ fn utf8(s: &Section<'_, '_>, key: &str, bytes: &[u8]) -> Option<String> {
             None
         }
     }
-}
-
-fn check_url(s: &Section<'_, '_>, url: &str) -> bool {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    let problem = match rest {
-        None => Some("must start with http:// or https://"),
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => Some("has no host"),
-        Some(_) if url.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-            Some("must not contain whitespace")
-        }
-        Some(_) if url.contains(['?', '#']) => Some("must not contain '?' or '#'"),
-        Some(_) => None,
-    };
-    if let Some(problem) = problem {
-        s.invalid("base_url", problem);
-    }
-    problem.is_none()
 }

@@ -290,7 +290,9 @@ fn is_api_version(v: &str) -> bool {
         && matches!(month, Some(1..=12))
 }
 
-fn check_base_url(s: &Section<'_, '_>, url: &str) -> bool {
+/// A base URL that paths are appended to: http(s), a host, no whitespace, and no query or
+/// fragment (appending a path after one would silently change the request).
+pub(super) fn check_base_url(s: &Section<'_, '_>, url: &str) -> bool {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
@@ -300,6 +302,7 @@ fn check_base_url(s: &Section<'_, '_>, url: &str) -> bool {
         Some(_) if url.chars().any(|c| c.is_whitespace() || c.is_control()) => {
             Some("must not contain whitespace")
         }
+        Some(_) if url.contains(['?', '#']) => Some("must not contain '?' or '#'"),
         Some(_) => None,
     };
     if let Some(problem) = problem {

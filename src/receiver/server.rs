@@ -23,7 +23,7 @@ use super::formats::{self, Inbound, Rejection};
 use crate::config::SourceConfig;
 use crate::dispatch::Wake;
 use crate::route::Router;
-use crate::store::{Ingest, PreparedChange, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// What every request handler shares.
 #[derive(Clone)]
@@ -96,18 +96,13 @@ async fn receive(
             .collect(),
     )
     .to_string();
-    let request = Ingest {
-        source: source.name.clone(),
-        delivery_id: parsed.delivery_id,
+    let request = super::ingest_request(
+        source,
+        parsed.delivery_id,
         headers_json,
-        body: body.to_vec(),
-        changes: parsed
-            .changes
-            .into_iter()
-            .map(PreparedChange::new)
-            .collect(),
-        echo_of: source.echo_of.clone(),
-    };
+        body.to_vec(),
+        parsed.changes,
+    );
     let ingest = state.store.ingest(request, state.router.clone());
     match tokio::time::timeout(state.request_timeout, ingest).await {
         Ok(Ok(outcome)) if outcome.duplicate => {
