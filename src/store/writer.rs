@@ -17,6 +17,8 @@ use super::StoreError;
 pub(super) trait Job: Send {
     /// Returns false when the job's own work failed (its savepoint is rolled back).
     fn run(&mut self, conn: &Connection) -> bool;
+    /// Why `run` failed, for the batch's error when SQLite abandoned the whole transaction.
+    fn failure(&self) -> Option<String>;
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
 }
 
@@ -50,6 +52,13 @@ where
         let ok = result.is_ok();
         self.result = Some(result);
         ok
+    }
+
+    fn failure(&self) -> Option<String> {
+        match &self.result {
+            Some(Err(error)) => Some(error.to_string()),
+            _ => None,
+        }
     }
 
     fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
@@ -143,6 +152,13 @@ fn commit_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> Result<(),
             conn.prepare_cached("SAVEPOINT job")?.execute([])?;
             if job.run(conn) {
                 conn.prepare_cached("RELEASE job")?.execute([])?;
+            } else if conn.is_autocommit() {
+                // Some errors (a full disk, I/O) make SQLite roll back the whole
+                // transaction: nothing of this batch can commit.
+                let why = job.failure().unwrap_or_else(|| "unknown error".into());
+                return Err(StoreError::Unavailable(format!(
+                    "the transaction was rolled back: {why}"
+                )));
             } else {
                 conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
             }
