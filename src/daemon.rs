@@ -1,7 +1,6 @@
 //! The daemon's testable entry point: open the store, then serve on a listener the caller
 //! bound (port 0 in tests), until the shutdown future resolves.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminState, Health};
 use crate::config::Config;
-use crate::dispatch::{DeliveryStats, DispatchError, Dispatcher};
+use crate::dispatch::{DispatchError, Dispatcher};
 use crate::receiver::{self, ReceiverState};
 use crate::route::Router;
 use crate::schedule::{self, Reconciler, RunLocks, Scheduler};
@@ -35,8 +34,8 @@ pub struct Daemon {
     dispatcher: Dispatcher,
     /// The admin API's listener, when `[admin]` is configured (bound by the caller).
     admin: Option<TcpListener>,
-    /// What `action = "reconcile"` schedules call; None until the PIM pull provides it.
-    reconciler: Option<Arc<dyn Reconciler>>,
+    /// What `action = "reconcile"` schedules call: the PIM pull's reconcile.
+    reconciler: Arc<dyn Reconciler>,
 }
 
 impl Daemon {
@@ -62,19 +61,13 @@ impl Daemon {
             store,
             dispatcher,
             admin: None,
-            reconciler: Some(reconciler),
+            reconciler,
         })
     }
 
     /// Serves the admin API (`[admin]`) on `listener` as well.
     pub fn with_admin_listener(mut self, listener: TcpListener) -> Daemon {
         self.admin = Some(listener);
-        self
-    }
-
-    /// Provides the reconcile action of `[[schedules]]`.
-    pub fn with_reconciler(mut self, reconciler: Arc<dyn Reconciler>) -> Daemon {
-        self.reconciler = Some(reconciler);
         self
     }
 
@@ -89,11 +82,6 @@ impl Daemon {
             store: self.store.clone(),
             workers: Arc::new(self.dispatcher.healthy()),
         }
-    }
-
-    /// Per-target delivery counters.
-    pub fn delivery_stats(&self) -> BTreeMap<String, Arc<DeliveryStats>> {
-        self.dispatcher.stats().clone()
     }
 
     /// Serves webhooks until `shutdown` resolves, then lets requests in flight finish (up

@@ -29,7 +29,7 @@ use crate::store::{Store, now_ms};
 pub type ReconcileFuture<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
 
 /// The hook for `action = "reconcile"`: compares a PIM source's catalog with the store.
-/// The PIM pull provides it; without one, reconcile runs are recorded as skipped.
+/// The PIM pull provides it (`pull::ScheduledReconcile`).
 pub trait Reconciler: Send + Sync {
     fn reconcile<'a>(&'a self, source: &'a str) -> ReconcileFuture<'a>;
 }
@@ -77,7 +77,7 @@ pub struct RunContext {
     /// Every configured target, for `targets` left out.
     pub all_targets: Vec<String>,
     pub wake: Wake,
-    pub reconciler: Option<Arc<dyn Reconciler>>,
+    pub reconciler: Arc<dyn Reconciler>,
     pub locks: RunLocks,
 }
 
@@ -148,7 +148,6 @@ pub async fn run(schedule: &ScheduleConfig, ctx: &RunContext) -> RunOutcome {
     let outcome = execute(&schedule.action, ctx).await;
     let (label, detail) = match &outcome {
         RunOutcome::Ok(detail) => ("ok", detail.as_str()),
-        RunOutcome::Skipped(detail) => ("skipped", detail.as_str()),
         RunOutcome::Failed(detail) => ("failed", detail.as_str()),
     };
     crate::metrics::global().schedule_run(name, label);
@@ -171,7 +170,6 @@ pub async fn run(schedule: &ScheduleConfig, ctx: &RunContext) -> RunOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunOutcome {
     Ok(String),
-    Skipped(String),
     Failed(String),
 }
 
@@ -206,15 +204,9 @@ async fn execute(action: &ScheduleAction, ctx: &RunContext) -> RunOutcome {
                 Err(error) => RunOutcome::Failed(error.to_string()),
             }
         }
-        ScheduleAction::Reconcile { source } => match &ctx.reconciler {
-            None => {
-                tracing::warn!(%source, "reconcile not available in this build");
-                RunOutcome::Skipped("reconcile not available in this build".into())
-            }
-            Some(reconciler) => match reconciler.reconcile(source).await {
-                Ok(summary) => RunOutcome::Ok(summary),
-                Err(error) => RunOutcome::Failed(error),
-            },
+        ScheduleAction::Reconcile { source } => match ctx.reconciler.reconcile(source).await {
+            Ok(summary) => RunOutcome::Ok(summary),
+            Err(error) => RunOutcome::Failed(error),
         },
     }
 }

@@ -11,7 +11,7 @@ pub struct ScheduleRun {
     pub name: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,
-    /// running | ok | skipped | failed
+    /// running | ok | failed
     pub outcome: String,
     pub detail: Option<String>,
 }

@@ -79,7 +79,7 @@ const MIGRATIONS: &[&str] = &[
         name        TEXT PRIMARY KEY,
         started_at  INTEGER NOT NULL,   -- Unix ms
         finished_at INTEGER,            -- NULL while running (or if the daemon stopped)
-        outcome     TEXT NOT NULL,      -- running | ok | skipped | failed
+        outcome     TEXT NOT NULL,      -- running | ok | failed
         detail      TEXT
     ) WITHOUT ROWID;
     ",
