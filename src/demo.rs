@@ -244,7 +244,7 @@ async fn run_in(dir: &Path, edits: usize) -> anyhow::Result<()> {
         let refused = sim.target.refused();
         let retried = if refused > 0 {
             format!(
-                "; {refused} refused during the outage and retried with the same idempotency keys"
+                "; {refused} refused during the outage, retried after Retry-After until accepted"
             )
         } else {
             String::new()
