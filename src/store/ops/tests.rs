@@ -6,37 +6,9 @@ use pimsync_connectors::{
 use serde_json::json;
 
 use super::*;
-use crate::config::{StoreConfig, TargetConfig, TargetFilter, TargetKind};
 use crate::route::Router;
+use crate::store::tests::{config, router};
 use crate::store::{Ingest, Lease, Outcome, PreparedChange, Settle, Store, now_ms};
-
-fn config(dir: &Path) -> StoreConfig {
-    StoreConfig {
-        path: dir.join("pimsync.db"),
-        inbox_retention: std::time::Duration::from_secs(3600),
-        inbox_max_rows: 0,
-        max_batch: 64,
-        queue_capacity: 1024,
-        max_size: 0,
-    }
-}
-
-fn router(names: &[(&str, &[&str])]) -> Arc<Router> {
-    let targets: Vec<TargetConfig> = names
-        .iter()
-        .map(|(name, families)| TargetConfig {
-            name: (*name).to_owned(),
-            filter: TargetFilter {
-                families: families.iter().map(|f| (*f).to_owned()).collect(),
-                ..Default::default()
-            },
-            mapping: Default::default(),
-            delivery: Default::default(),
-            kind: TargetKind::Log { path: None },
-        })
-        .collect();
-    Arc::new(Router::new(&targets))
-}
 
 fn change(key: &str, version: i64, family: &str, op: ChangeOp) -> ProductChange {
     let mut snapshot = Snapshot {
