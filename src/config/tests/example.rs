@@ -17,6 +17,7 @@ fn example_env() -> TestEnv {
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         )
         .var("SHOPIFY_EU_TOKEN", "shpat_example")
+        .var("CATALOG_SERVICE_TOKEN", "catalog-token")
         .var("MAGENTO_TOKEN", "magento-token")
         .var("MAGENTO_CONSUMER_KEY", "magento-consumer-key")
         .var("CREDENTIALS_DIRECTORY", "/run/credentials/pimsync.service")
@@ -74,12 +75,21 @@ fn example_config_parses() {
     assert!(config.sources.iter().filter(|s| s.api.is_some()).count() == 1);
 
     let kinds: Vec<_> = config.targets.iter().map(|t| t.kind.name()).collect();
-    assert_eq!(kinds, ["log", "shopify", "magento"]);
+    assert_eq!(kinds, ["log", "http", "shopify", "magento"]);
     assert!(
         matches!(&config.targets[0].kind, TargetKind::Log { path: Some(p) } if p == Path::new("/var/log/pimsync/audit.jsonl"))
     );
-    assert!(config.targets[1].filter.enabled_only);
-    let TargetKind::Magento(magento) = &config.targets[2].kind else {
+    // The example's [targets.delivery] shows the defaults.
+    assert_eq!(
+        config.targets[0].delivery,
+        crate::config::DeliveryConfig::default()
+    );
+    assert!(matches!(
+        &config.targets[1].kind,
+        TargetKind::Http { base_url, bearer_token: Some(_) } if base_url == "https://catalog.internal.example.com/api"
+    ));
+    assert!(config.targets[2].filter.enabled_only);
+    let TargetKind::Magento(magento) = &config.targets[3].kind else {
         panic!("magento")
     };
     assert!(matches!(
@@ -87,7 +97,7 @@ fn example_config_parses() {
         pimsync_connectors::magento::MagentoAuth::OAuth1(c) if c.access_token_secret == "magento-token-secret"
     ));
     assert_eq!(magento.store_views.len(), 2);
-    assert_eq!(config.targets[2].mapping.fields.len(), 5);
+    assert_eq!(config.targets[3].mapping.fields.len(), 5);
     assert_eq!(config.admin.unwrap().listen.to_string(), "127.0.0.1:9090");
     let names: Vec<_> = config.schedules.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["nightly-shop", "weekly-reconcile"]);
@@ -110,11 +120,12 @@ fn example_without_the_environment_names_each_missing_secret() {
             "sources[1].api.password",
             "sources[2].secrets[0]",
             "sources[3].secret",
-            "targets[1].shopify.access_token",
-            "targets[2].magento.access_token",
-            "targets[2].magento.consumer_key",
-            "targets[2].magento.consumer_secret",
-            "targets[2].magento.access_token_secret",
+            "targets[1].http.bearer_token",
+            "targets[2].shopify.access_token",
+            "targets[3].magento.access_token",
+            "targets[3].magento.consumer_key",
+            "targets[3].magento.consumer_secret",
+            "targets[3].magento.access_token_secret",
             "admin.token",
         ]
     );
