@@ -93,27 +93,6 @@ impl Store {
         .await
     }
 
-    /// The newest inbox rows first, at most `limit`.
-    pub async fn inbox(&self, limit: usize) -> Result<Vec<InboxRow>, StoreError> {
-        self.read(move |conn| {
-            let mut statement = conn.prepare(
-                "SELECT id, source, delivery_id, received_at, changes
-                 FROM inbox ORDER BY id DESC LIMIT ?1",
-            )?;
-            let rows = statement.query_map(params![limit as i64], |row| {
-                Ok(InboxRow {
-                    id: row.get(0)?,
-                    source: row.get(1)?,
-                    delivery_id: row.get(2)?,
-                    received_at: row.get(3)?,
-                    changes: row.get(4)?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
-    }
-
     pub async fn counts(&self) -> Result<Counts, StoreError> {
         self.read(|conn| {
             let count = |sql: &str| conn.query_row(sql, [], |row| row.get::<_, i64>(0));
