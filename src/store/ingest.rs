@@ -279,6 +279,15 @@ fn apply_change(
         Some(snapshot) => router.matching(&snapshot).map(str::to_owned).collect(),
         None => deletion_targets(conn, router, &key, existing.as_ref())?,
     };
+    // A row that stays pending and due (or stays leased) only needs its new hash: leaving
+    // `state` and `next_attempt_at` unassigned keeps its `outbox_due` entry where it is,
+    // instead of rewriting a random index page per target on every webhook.
+    let mut move_hash = conn.prepare_cached(
+        "UPDATE outbox SET desired_hash = ?3, idempotency_key = ?4, attempts = 0,
+                           last_error = NULL, updated_at = ?5
+         WHERE product_key = ?2 AND target = ?1
+           AND (state = 'leased' OR (state = 'pending' AND next_attempt_at <= ?5))",
+    )?;
     let mut upsert = conn.prepare_cached(
         "INSERT INTO outbox (target, product_key, desired_hash, idempotency_key, state, attempts,
                              next_attempt_at, created_at, updated_at)
@@ -294,7 +303,10 @@ fn apply_change(
     )?;
     for target in targets {
         let idempotency = idempotency_key(&target, &key, &hash);
-        upsert.execute(params![target, key, hash.as_str(), idempotency, now])?;
+        let args = params![target, key, hash.as_str(), idempotency, now];
+        if move_hash.execute(args)? == 0 {
+            upsert.execute(args)?;
+        }
         outcome.outbox_rows += 1;
     }
     Ok(())
