@@ -156,7 +156,7 @@ impl Store {
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, response) = oneshot::channel();
         let job = Box::new(writer::Call::new(work, reply));

@@ -55,7 +55,7 @@ impl Store {
             let now = now_ms();
             for_dead(
                 conn,
-                selection,
+                &selection,
                 "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?3, updated_at = ?3
                  WHERE product_key = ?2 AND target = ?1 AND state = 'dead'",
                 Some(now),
@@ -70,7 +70,7 @@ impl Store {
         self.write(move |conn| {
             for_dead(
                 conn,
-                selection,
+                &selection,
                 "DELETE FROM outbox WHERE product_key = ?2 AND target = ?1 AND state = 'dead'",
                 None,
             )
@@ -83,16 +83,16 @@ impl Store {
 /// and returns the rows it changed.
 fn for_dead(
     conn: &Connection,
-    selection: DeadSelection,
+    selection: &DeadSelection,
     sql: &str,
     now: Option<i64>,
 ) -> Result<Vec<RowKey>, StoreError> {
     let rows = match selection {
-        DeadSelection::Rows(rows) => rows,
+        DeadSelection::Rows(rows) => rows.clone(),
         DeadSelection::Targets(targets) => {
             let mut rows = Vec::new();
             for target in targets {
-                let dead = dead_rows(conn, Some(&target), DeadOrder::ByTarget)?;
+                let dead = dead_rows(conn, Some(target), DeadOrder::ByTarget)?;
                 rows.extend(dead.into_iter().map(|row| row.key));
             }
             rows
