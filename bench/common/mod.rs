@@ -30,6 +30,12 @@ pub struct Server {
     stderr_path: PathBuf,
 }
 
+/// The daemon under test: this build's, or `PIMSYNC_BENCH_BIN` (another build, to compare
+/// two versions on the same machine in the same hour).
+pub fn daemon_binary() -> String {
+    std::env::var("PIMSYNC_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pimsync").to_owned())
+}
+
 impl Server {
     /// Writes `config` to `dir/pimsync.toml`, starts `pimsync serve` on it and waits for
     /// its `pimsync listening on ADDR` line.
@@ -40,7 +46,8 @@ impl Server {
         let stderr_path = dir.join("pimsync.stderr");
         let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
         let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
-        let child = Command::new(env!("CARGO_BIN_EXE_pimsync"))
+        let binary = daemon_binary();
+        let child = Command::new(&binary)
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", log_filter)
@@ -48,7 +55,7 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
-            .map_err(|e| format!("starting {}: {e}", env!("CARGO_BIN_EXE_pimsync")))?;
+            .map_err(|e| format!("starting {binary}: {e}"))?;
         let mut server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
