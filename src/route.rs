@@ -10,6 +10,9 @@ use crate::config::{TargetConfig, TargetFilter};
 #[derive(Debug, Clone, Default)]
 pub struct Router {
     targets: Vec<(String, TargetFilter)>,
+    /// Targets that get every accepted change, not only the latest state
+    /// ([`TargetConfig::keeps_history`]).
+    history: Vec<String>,
 }
 
 impl Router {
@@ -19,7 +22,17 @@ impl Router {
                 .iter()
                 .map(|t| (t.name.clone(), t.filter.clone()))
                 .collect(),
+            history: targets
+                .iter()
+                .filter(|t| t.keeps_history())
+                .map(|t| t.name.clone())
+                .collect(),
         }
+    }
+
+    /// Whether the ingest must record each change for `target` in the store's history.
+    pub fn keeps_history(&self, target: &str) -> bool {
+        self.history.iter().any(|t| t == target)
     }
 
     /// Every target name, for deletions of products whose earlier content is unknown.

@@ -296,6 +296,22 @@ fn apply_change(
         let idempotency = idempotency_key(&target, &key, &hash);
         upsert.execute(params![target, key, hash.as_str(), idempotency, now])?;
         outcome.outbox_rows += 1;
+        if router.keeps_history(&target) {
+            // The same transaction as the product: an acknowledged change is never
+            // missing from the history of a target that wants every change.
+            super::history::append(
+                conn,
+                &super::history::Change {
+                    target: &target,
+                    product_key: &key,
+                    version: change.version,
+                    deleted,
+                    snapshot: snapshot_json.as_deref(),
+                    hash: hash.as_str(),
+                    accepted_at: now,
+                },
+            )?;
+        }
     }
     Ok(())
 }

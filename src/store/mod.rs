@@ -10,6 +10,7 @@
 
 mod checkpoint;
 mod delivery;
+mod history;
 mod ingest;
 pub mod ops;
 mod pull;
