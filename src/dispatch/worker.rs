@@ -91,14 +91,21 @@ impl Worker {
         let history = self.ctx.target.keeps_history();
         tracing::info!(target = %name, kind = self.ctx.connector.kind(), "delivery worker started");
         self.check_disabled(true).await;
+        let mut checked = std::time::Instant::now();
         loop {
             if *self.stop.borrow() {
                 break;
             }
-            // A disabled target is looked up on every wake-up and at least every second,
-            // so re-enabling it (from the CLI, another process) resumes delivery quickly.
-            if self.ctx.disabled.load(Ordering::SeqCst) && self.check_disabled(false).await {
+            // Whether the target is disabled is read again on every wake-up while it is,
+            // and at least every second otherwise, so that `pimsync target enable` or
+            // `disable` from another process takes effect within a second.
+            if (self.ctx.disabled.load(Ordering::SeqCst) || checked.elapsed() >= IDLE_CHECK)
+                && self.check_disabled(false).await
+            {
                 try_lease = true;
+            }
+            if checked.elapsed() >= IDLE_CHECK {
+                checked = std::time::Instant::now();
             }
             while tasks.try_join_next().is_some() {}
             while let Some(lease) = queue.pop_front() {
@@ -208,10 +215,10 @@ impl Worker {
         let name = &self.ctx.target.name;
         match self.ctx.store.target_disabled(name).await {
             Ok(Some(disabled)) => {
-                if starting {
+                let was = self.ctx.disabled.swap(true, Ordering::SeqCst);
+                if starting || !was {
                     tracing::warn!(target = %name, reason = %disabled.reason, "target is disabled; nothing is sent until `pimsync target enable` re-enables it");
                 }
-                self.ctx.disabled.store(true, Ordering::SeqCst);
                 false
             }
             Ok(None) => {

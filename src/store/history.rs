@@ -105,3 +105,36 @@ pub(super) fn delivered(
         .optional()?;
     Ok(more.is_some())
 }
+
+/// Drops the oldest kept change of a product for a target (the one a dead row failed on,
+/// discarded by an operator). If later changes remain, the product gets an outbox row
+/// again, pending now, so they are delivered.
+pub(super) fn discard_oldest(
+    conn: &Connection,
+    target: &str,
+    product_key: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let Some(entry) = oldest(conn, target, product_key)? else {
+        return Ok(());
+    };
+    if !delivered(conn, entry.id, target, product_key)? {
+        return Ok(());
+    }
+    let hash: Option<String> = conn
+        .prepare_cached("SELECT content_hash FROM products WHERE product_key = ?1")?
+        .query_row([product_key], |row| row.get(0))
+        .optional()?;
+    let Some(hash) = hash else {
+        return Ok(());
+    };
+    let key = idempotency_key(target, product_key, &ContentHash(hash.clone()));
+    conn.prepare_cached(
+        "INSERT INTO outbox (target, product_key, desired_hash, idempotency_key, state, attempts,
+                             next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)
+         ON CONFLICT (product_key, target) DO NOTHING",
+    )?
+    .execute(params![target, product_key, hash, key, now])?;
+    Ok(())
+}

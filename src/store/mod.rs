@@ -258,4 +258,6 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod delivery_tests;
 #[cfg(test)]
+mod history_tests;
+#[cfg(test)]
 mod tests;
