@@ -65,7 +65,10 @@ fn read_target(mut t: Section<'_, '_>, names: &mut Unique) -> Option<TargetConfi
         Some("http") => required_table(&mut t, "http").and_then(http),
         Some("odoo") => required_table(&mut t, "odoo").and_then(erp::odoo),
         Some("rest") => required_table(&mut t, "rest").and_then(erp::rest),
-        Some("webhook") => required_table(&mut t, "webhook").and_then(webhook::webhook),
+        Some("webhook") => {
+            let request_timeout = delivery.as_ref().map(|d| d.request_timeout);
+            required_table(&mut t, "webhook").and_then(|s| webhook::webhook(s, request_timeout))
+        }
         Some(other) => {
             let expected = KINDS.join(", ");
             t.invalid(
@@ -81,18 +84,11 @@ fn read_target(mut t: Section<'_, '_>, names: &mut Unique) -> Option<TargetConfi
     }
     let filter = filter.unwrap_or_default();
     let mut kind = kind;
-    match (&mut kind, &delivery) {
-        (Some(TargetKind::Webhook(webhook)), delivery) => {
+    match &mut kind {
+        Some(TargetKind::Webhook(webhook)) => {
             webhook.settings.watch = filter.changed.clone();
-            if let Some(delivery) = delivery {
-                if webhook.settings.timeout > delivery.request_timeout {
-                    let path = format!("{}.webhook.timeout", t.path());
-                    let msg = "must not exceed delivery.request_timeout, which bounds every apply";
-                    t.ctx().error(0, path, msg);
-                }
-            }
         }
-        (Some(other), _) if !filter.changed.is_empty() => {
+        Some(other) if !filter.changed.is_empty() => {
             let path = format!("{}.filter.changed", t.path());
             let msg = format!(
                 "only for kind = \"webhook\" (a {} target converges to the latest state)",

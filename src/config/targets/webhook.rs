@@ -14,7 +14,13 @@ use super::super::{TargetKind, WebhookTarget};
 
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) fn webhook(mut s: Section<'_, '_>) -> Option<TargetKind> {
+/// `request_timeout`: the target's `delivery.request_timeout` (None if that table is
+/// wrong), which bounds every apply: the HTTP timeout defaults to the smaller of it and
+/// 10 s, and may not exceed it.
+pub(super) fn webhook(
+    mut s: Section<'_, '_>,
+    request_timeout: Option<Duration>,
+) -> Option<TargetKind> {
     let url = s.required_str("url").filter(|url| check_url(&s, url));
     let items = s.secret_list("secrets");
     let count = items.len();
@@ -24,13 +30,17 @@ pub(super) fn webhook(mut s: Section<'_, '_>) -> Option<TargetKind> {
         .map(|secret| secret.expose().to_vec())
         .collect();
     let headers = s.subsection("headers").map(read_headers);
-    let timeout = s.duration("timeout", DEFAULT_TIMEOUT);
+    let bound = request_timeout.unwrap_or(Duration::MAX);
+    let timeout = s.duration("timeout", DEFAULT_TIMEOUT.min(bound));
     if timeout.is_zero() {
         s.invalid("timeout", "must be greater than 0");
+    } else if timeout > bound {
+        let msg = "must not exceed delivery.request_timeout, which bounds every apply";
+        s.invalid("timeout", msg);
     }
     let coalesce = s.bool("coalesce", true);
     s.finish();
-    if keys.is_empty() || keys.len() != count || timeout.is_zero() {
+    if keys.is_empty() || keys.len() != count || timeout.is_zero() || timeout > bound {
         return None;
     }
     Some(TargetKind::Webhook(Box::new(WebhookTarget {
