@@ -17,7 +17,8 @@ pub const ID_HEADER: &str = "webhook-id";
 pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const SIGNATURE_HEADER: &str = "webhook-signature";
 
-/// The spec's recommended minimum key size (24 bytes); shorter keys are refused at load.
+/// Standard Webhooks asks for keys of 24 to 64 random bytes; shorter ones are guessable,
+/// so they are refused when the config is loaded.
 pub const MIN_KEY_BYTES: usize = 24;
 
 type HmacSha256 = Hmac<Sha256>;

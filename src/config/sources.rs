@@ -30,8 +30,6 @@ const FORMAT_KEYS: &[&str] = &[
 pub(super) const DEFAULT_AKENEO_TOLERANCE: Duration = Duration::from_secs(300);
 pub(super) const DEFAULT_STANDARD_WEBHOOKS_TOLERANCE: Duration = Duration::from_secs(300);
 
-/// Standard Webhooks asks for keys of 24 to 64 random bytes; shorter ones are guessable.
-
 pub(super) fn read_source(
     mut s: Section<'_, '_>,
     names: &mut Unique,

@@ -359,6 +359,10 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
     // outcome waits for the writer (the row stays held until settled).
     drop(permit);
     log_outcome(&ctx, &lease, &outcome);
+    let gone = match &outcome {
+        Outcome::Gone { error } => error.clone(),
+        _ => String::new(),
+    };
     let settle = Settle {
         target: lease.target.clone(),
         product_key: lease.product_key.clone(),
@@ -374,7 +378,7 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
         }
         Ok(Settled::Disabled) => {
             ctx.disabled.store(true, Ordering::SeqCst);
-            tracing::error!(target = %lease.target, product_key = %lease.product_key, idempotency_key = %lease.idempotency_key, "the receiver answered 410 Gone: target disabled; changes keep accumulating until `pimsync target enable` re-enables it");
+            tracing::error!(target = %lease.target, product_key = %lease.product_key, idempotency_key = %lease.idempotency_key, error = %gone, "the receiver answered 410 Gone: target disabled; changes keep accumulating until `pimsync target enable` re-enables it");
         }
         Ok(Settled::LeaseLost) => {
             tracing::warn!(target = %lease.target, product_key = %lease.product_key, idempotency_key = %lease.idempotency_key, "lease lost before settling; the row is retried")

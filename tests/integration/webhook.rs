@@ -19,6 +19,7 @@ use pimsync_connectors::standard_webhooks::{decode_secret, signature_header};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
+use crate::admin::{TOKEN, admin_section, call, free_port};
 use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -382,18 +383,16 @@ async fn a_410_disables_the_target_until_an_operator_enables_it_and_nothing_is_l
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let targets = webhook_target("history", &receiver.url("history"), "coalesce = false", "");
-    let daemon = Daemon::start(dir.path(), &config(dir.path(), &targets));
+    let port = free_port();
+    let text = config(dir.path(), &targets) + &admin_section(port, "");
+    let daemon = Daemon::start(dir.path(), &text);
     receiver.script("history", &[410]);
 
     send(&daemon, "SKU-1", 1, "Chair", 100).await;
     receiver
         .wait_for("the 410", |r| r.events("history").len() == 1)
         .await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while count(&daemon.db, "SELECT count(*) FROM target_state") == 0 {
-        assert!(std::time::Instant::now() < deadline, "never disabled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_disabled(&daemon).await;
     // Changes keep being accepted and kept while the target is disabled.
     send(&daemon, "SKU-1", 2, "Chair", 200).await;
     send(&daemon, "SKU-2", 1, "Table", 50).await;
@@ -441,4 +440,48 @@ async fn a_410_disables_the_target_until_an_operator_enables_it_and_nothing_is_l
     assert_eq!(count(&daemon.db, "SELECT count(*) FROM target_state"), 0);
     let (_, text) = cli(dir.path(), &["target", "enable", "history"]);
     assert!(text.contains("was not disabled"), "{text}");
+
+    // Once more, re-enabled through the admin API this time.
+    receiver.script("history", &[410]);
+    send(&daemon, "SKU-1", 3, "Stool", 300).await;
+    wait_disabled(&daemon).await;
+    let admin = format!("http://127.0.0.1:{port}");
+    let (code, body) = call("GET", &format!("{admin}/status"), Some(TOKEN), None).await;
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (code, &status["targets"][0]["state"]),
+        (200, &json!("disabled"))
+    );
+    let enable = format!("{admin}/targets/enable");
+    let (code, body) = call("POST", &enable, Some(TOKEN), Some(r#"{"target": "nope"}"#)).await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = call(
+        "POST",
+        &enable,
+        Some(TOKEN),
+        Some(r#"{"target": "history"}"#),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        reply["was_disabled"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("HTTP 410")
+    );
+    receiver
+        .wait_for("the change refused second", |r| {
+            r.events("history").last().map(|e| (e.version(), e.status)) == Some((3, 204))
+        })
+        .await;
+    settled(&daemon).await;
+}
+
+async fn wait_disabled(daemon: &Daemon) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while count(&daemon.db, "SELECT count(*) FROM target_state") == 0 {
+        assert!(std::time::Instant::now() < deadline, "never disabled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
