@@ -14,7 +14,7 @@
 use pimsync_connectors::{ContentHash, idempotency_key};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::StoreError;
+use super::{Store, StoreError};
 
 /// One accepted change, as the ingest records it.
 pub(super) struct Change<'a> {
@@ -137,4 +137,27 @@ pub(super) fn discard_oldest(
     )?
     .execute(params![target, product_key, hash, key, now])?;
     Ok(())
+}
+
+impl Store {
+    /// Drops the queued changes of these targets (they coalesce now: a config changed from
+    /// `coalesce = false`), so their history neither lingers nor is sent later. Returns the
+    /// targets that had any, with how many.
+    pub async fn drop_history(
+        &self,
+        targets: Vec<String>,
+    ) -> Result<Vec<(String, usize)>, StoreError> {
+        self.write(move |conn| {
+            let mut drop = conn.prepare_cached("DELETE FROM history WHERE target = ?1")?;
+            let mut dropped = Vec::new();
+            for target in targets {
+                let n = drop.execute([&target])?;
+                if n > 0 {
+                    dropped.push((target, n));
+                }
+            }
+            Ok(dropped)
+        })
+        .await
+    }
 }

@@ -224,3 +224,17 @@ async fn discarding_a_dead_change_keeps_the_later_ones() {
     let next = store.lease("history", "w", 10, 60_000, true).await.unwrap();
     assert_eq!((price(&next[0]), next[0].version), (20, 2));
 }
+
+#[tokio::test]
+async fn a_target_that_coalesces_now_drops_its_queued_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&config(dir.path())).unwrap();
+    three_versions(&store, &webhook_router()).await;
+    let dropped = store
+        .drop_history(vec!["latest".into(), "history".into()])
+        .await
+        .unwrap();
+    assert_eq!(dropped, [("history".to_owned(), 3)]);
+    let lease = store.lease("history", "w", 10, 60_000, true).await.unwrap();
+    assert_eq!((price(&lease[0]), lease[0].change_id), (30, None));
+}

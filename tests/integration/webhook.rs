@@ -294,8 +294,12 @@ async fn coalescing_sends_the_latest_state_and_history_every_change_in_order() {
     receiver.gate.send_replace(true);
     receiver
         .wait_for("every event", |r| {
-            r.events("latest").last().map(Event::version) == Some(3)
-                && r.events("history").last().map(Event::version) == Some(3)
+            let done = |path: &str| {
+                r.events(path)
+                    .iter()
+                    .any(|e| (e.version(), e.status) == (3, 204))
+            };
+            done("latest") && done("history")
         })
         .await;
     settled(&daemon).await;
