@@ -456,6 +456,11 @@ async fn a_410_disables_the_target_until_an_operator_enables_it_and_nothing_is_l
         (code, &status["targets"][0]["state"]),
         (200, &json!("disabled"))
     );
+    let (_, metrics) = call("GET", &format!("{admin}/metrics"), None, None).await;
+    assert!(
+        metrics.contains("pimsync_target_disabled{target=\"history\"} 1"),
+        "{metrics}"
+    );
     let enable = format!("{admin}/targets/enable");
     let (code, body) = call("POST", &enable, Some(TOKEN), Some(r#"{"target": "nope"}"#)).await;
     assert_eq!(code, 400, "{body}");
