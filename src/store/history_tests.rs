@@ -238,3 +238,25 @@ async fn a_target_that_coalesces_now_drops_its_queued_changes() {
     let lease = store.lease("history", "w", 10, 60_000, true).await.unwrap();
     assert_eq!((price(&lease[0]), lease[0].change_id), (30, None));
 }
+
+#[tokio::test]
+async fn an_event_target_gets_a_new_key_when_content_comes_back_to_an_earlier_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&config(dir.path())).unwrap();
+    let router = webhook_router();
+    let mut keys = Vec::new();
+    for (version, price) in [(1, 10), (2, 20), (3, 10)] {
+        let change = upsert("A", version, snapshot("f", price));
+        store
+            .ingest(request(None, vec![change]), router.clone())
+            .await
+            .unwrap();
+        let lease = store.lease("latest", "w", 10, 60_000, false).await.unwrap();
+        keys.push(lease[0].idempotency_key.clone());
+        store.settle(done(&lease[0], applied())).await.unwrap();
+    }
+    assert_ne!(
+        keys[0], keys[2],
+        "A -> B -> A: the revert is an event of its own"
+    );
+}

@@ -293,7 +293,12 @@ fn apply_change(
              updated_at = excluded.updated_at",
     )?;
     for target in targets {
-        let idempotency = idempotency_key(&target, &key, &hash);
+        let idempotency = if router.is_event_target(&target) {
+            let change_state = ContentHash(format!("{hash}@{}@{now}", change.version));
+            idempotency_key(&target, &key, &change_state)
+        } else {
+            idempotency_key(&target, &key, &hash)
+        };
         upsert.execute(params![target, key, hash.as_str(), idempotency, now])?;
         outcome.outbox_rows += 1;
         if router.keeps_history(&target) {
