@@ -78,6 +78,9 @@ enum Command {
     /// Stored webhooks: list, show, replay.
     #[command(subcommand)]
     Inbox(cli::inbox::InboxCommand),
+    /// Re-enable a target its receiver disabled (410 Gone), or disable one by hand.
+    #[command(subcommand)]
+    Target(cli::target::TargetCommand),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -141,6 +144,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status(args) => cli::status::run(args),
         Command::Dead(command) => cli::dead::run(command),
         Command::Inbox(command) => cli::inbox::run(command),
+        Command::Target(command) => cli::target::run(command),
         Command::Completions { shell } => Ok(cli::completions(shell, &mut Cli::command())),
     }
 }

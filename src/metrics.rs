@@ -257,9 +257,26 @@ pub async fn render(scrape: Scrape<'_>) -> String {
 
     header(
         &mut out,
+        "pimsync_target_disabled",
+        "gauge",
+        "1 while a target is disabled (its receiver answered 410 Gone, or an operator): nothing is sent to it.",
+    );
+    for target in scrape.targets {
+        if let Ok(disabled) = scrape.store.target_disabled(target).await {
+            let _ = writeln!(
+                out,
+                "pimsync_target_disabled{{target=\"{}\"}} {}",
+                label(target),
+                u8::from(disabled.is_some())
+            );
+        }
+    }
+
+    header(
+        &mut out,
         "pimsync_applies_total",
         "counter",
-        "Settled applies by target and outcome (applied, skipped, failed, throttled, permanent).",
+        "Settled applies by target and outcome (applied, skipped, failed, throttled, permanent, gone).",
     );
     for ((target, outcome), n) in lock(&metrics.applies).iter() {
         let _ = writeln!(

@@ -10,6 +10,11 @@ use crate::config::{TargetConfig, TargetFilter};
 #[derive(Debug, Clone, Default)]
 pub struct Router {
     targets: Vec<(String, TargetFilter)>,
+    /// Targets that get every accepted change, not only the latest state
+    /// ([`TargetConfig::keeps_history`]).
+    history: Vec<String>,
+    /// Targets that are told about changes (webhooks) rather than converged to a state.
+    events: Vec<String>,
 }
 
 impl Router {
@@ -19,7 +24,30 @@ impl Router {
                 .iter()
                 .map(|t| (t.name.clone(), t.filter.clone()))
                 .collect(),
+            history: targets
+                .iter()
+                .filter(|t| t.keeps_history())
+                .map(|t| t.name.clone())
+                .collect(),
+            events: targets
+                .iter()
+                .filter(|t| matches!(t.kind, crate::config::TargetKind::Webhook(_)))
+                .map(|t| t.name.clone())
+                .collect(),
         }
+    }
+
+    /// Whether `target` receives events: then each accepted change needs an idempotency
+    /// key of its own (its webhook-id), even when its content equals an earlier state's —
+    /// a product edited A → B → A must not repeat A's id, or a receiver deduplicating by
+    /// id would drop the revert.
+    pub fn is_event_target(&self, target: &str) -> bool {
+        self.events.iter().any(|t| t == target)
+    }
+
+    /// Whether the ingest must record each change for `target` in the store's history.
+    pub fn keeps_history(&self, target: &str) -> bool {
+        self.history.iter().any(|t| t == target)
     }
 
     /// Every target name, for deletions of products whose earlier content is unknown.

@@ -105,6 +105,7 @@ async fn run(args: Args) {
                         remote_ids: &remote,
                         idempotency_key: &idempotency_key,
                         attempt: 1,
+                        change: Default::default(),
                     })
                     .await;
                 if let Err(error) = result {

@@ -49,6 +49,22 @@ pub struct ApplyRequest<'a> {
     pub idempotency_key: &'a str,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// Facts about the change behind this apply, for targets that report events rather
+    /// than converge to state (the `webhook` target); state connectors ignore them.
+    pub change: ChangeInfo,
+}
+
+/// What an event-style target says about a change besides its content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChangeInfo {
+    /// The PIM version of the desired state (0 when unknown).
+    pub version: i64,
+    /// When pimsync accepted this state (Unix ms): the event's time, the same on every
+    /// retry so that a redelivered event carries the same body.
+    pub accepted_at_ms: i64,
+    /// An operator asked for this apply (a forced resync): a connector that may settle an
+    /// apply without a call because nothing it watches changed must call anyway.
+    pub forced: bool,
 }
 
 /// A successful apply.
@@ -56,6 +72,26 @@ pub struct ApplyRequest<'a> {
 pub struct Applied {
     /// The remote identifiers to remember (replaces what was stored).
     pub remote_ids: RemoteIds,
+    /// The connector decided no call was needed (a webhook target's filter found nothing
+    /// it watches changed): the state counts as applied, but nothing was sent.
+    pub skipped: bool,
+}
+
+impl Applied {
+    pub fn new(remote_ids: RemoteIds) -> Applied {
+        Applied {
+            remote_ids,
+            skipped: false,
+        }
+    }
+
+    /// Settled without a call; `remote_ids` are kept as they were.
+    pub fn skipped(remote_ids: RemoteIds) -> Applied {
+        Applied {
+            remote_ids,
+            skipped: true,
+        }
+    }
 }
 
 /// A failed apply, classified.
@@ -79,6 +115,11 @@ pub enum ApplyError {
     /// the platform's message so an operator can fix the cause.
     #[error("permanent: {message}")]
     Permanent { message: String },
+    /// The receiver asked never to be called again (a webhook endpoint answering
+    /// `410 Gone`): the whole target is disabled until an operator re-enables it; the
+    /// change itself stays pending, so nothing is lost meanwhile.
+    #[error("target gone: {message}")]
+    Gone { message: String },
 }
 
 impl ApplyError {
@@ -99,7 +140,8 @@ impl ApplyError {
         match self {
             ApplyError::Retryable { message, .. }
             | ApplyError::Throttled { message, .. }
-            | ApplyError::Permanent { message } => message,
+            | ApplyError::Permanent { message }
+            | ApplyError::Gone { message } => message,
         }
     }
 }

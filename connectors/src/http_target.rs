@@ -74,7 +74,7 @@ impl Connector for HttpTarget {
         if status.is_success() || (deleting && status == reqwest::StatusCode::NOT_FOUND) {
             let mut remote_ids = request.remote_ids.clone();
             remote_ids.insert("url".into(), url);
-            return Ok(Applied { remote_ids });
+            return Ok(Applied::new(remote_ids));
         }
         let headers = response.headers().clone();
         let body = response.text().await.unwrap_or_default();

@@ -13,8 +13,12 @@ pub mod magento;
 pub mod mapping;
 pub mod product;
 pub mod shopify;
+pub mod standard_webhooks;
+pub mod webhook;
 
-pub use connector::{Applied, ApplyError, ApplyRequest, Connector, Desired, RemoteIds, Variant};
+pub use connector::{
+    Applied, ApplyError, ApplyRequest, ChangeInfo, Connector, Desired, RemoteIds, Variant,
+};
 pub use product::{
     AttributeValue, ChangeBody, ChangeOp, ContentHash, ProductChange, ProductKind, Snapshot,
     idempotency_key,

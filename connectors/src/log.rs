@@ -73,6 +73,6 @@ impl Connector for LogConnector {
             .map_err(|e| ApplyError::retryable(format!("writing the log: {e}")))?;
         let mut remote_ids = request.remote_ids.clone();
         remote_ids.insert("log".into(), request.product_key.to_owned());
-        Ok(Applied { remote_ids })
+        Ok(Applied::new(remote_ids))
     }
 }

@@ -11,6 +11,8 @@
 //! | `GET /dead` | token | dead letters (`?target=NAME&limit=N`) |
 //! | `POST /dead/retry` | token | `{target or all_targets, skus}`: pending again |
 //! | `POST /dead/discard` | token | `{target or all_targets, skus}`: dropped |
+//! | `POST /targets/enable` | token | `{target}`: a disabled target (410 Gone) is called again |
+//! | `POST /targets/disable` | token | `{target, reason}`: stop calling it; changes accumulate |
 //!
 //! The token is compared in constant time; a missing or wrong one gets 401.
 
@@ -75,7 +77,9 @@ pub fn router(state: AdminState) -> axum::Router {
         .route("/resync", post(resync))
         .route("/dead", get(dead_list))
         .route("/dead/retry", post(dead_retry))
-        .route("/dead/discard", post(dead_discard));
+        .route("/dead/discard", post(dead_discard))
+        .route("/targets/enable", post(target_enable))
+        .route("/targets/disable", post(target_disable));
     let mut public = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz));
@@ -260,6 +264,9 @@ fn target_json(status: &TargetStatus, now: i64) -> serde_json::Value {
         "last_error": status.last_error.as_ref().map(|e| &e.error),
         "last_error_at": status.last_error.as_ref().map(|e| e.at),
         "oldest_pending_ms": status.oldest_pending_since.map(|since| (now - since).max(0)),
+        "queued_changes": status.queued_changes,
+        "state": if status.disabled.is_some() { "disabled" } else { "enabled" },
+        "disabled": status.disabled,
     })
 }
 
@@ -465,6 +472,63 @@ async fn dead_discard(State(state): State<AdminState>, body: Bytes) -> Response 
     tracing::info!(?selection, "admin: discarding dead letters");
     match state.store.dead_discard(selection).await {
         Ok(discarded) => axum::Json(json!({ "discarded": discarded.len() })).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetBody {
+    target: String,
+    reason: Option<String>,
+}
+
+fn target_body(state: &AdminState, body: &Bytes) -> Result<TargetBody, BadRequest> {
+    let body: TargetBody = parse_body(body)?;
+    pick_targets(state, Some(body.target.clone()), false)?;
+    Ok(body)
+}
+
+/// Re-enables a target disabled by its receiver (410 Gone) or an operator; the worker
+/// is woken and delivers what accumulated meanwhile.
+async fn target_enable(State(state): State<AdminState>, body: Bytes) -> Response {
+    let body = match target_body(&state, &body) {
+        Ok(body) => body,
+        Err(bad) => return bad.into_response(),
+    };
+    if body.reason.is_some() {
+        return error(StatusCode::BAD_REQUEST, "reason is for /targets/disable");
+    }
+    tracing::info!(target = %body.target, "admin: enabling target");
+    match state.store.enable_target(body.target.clone()).await {
+        Ok(was) => {
+            state.wake.all();
+            axum::Json(json!({ "target": body.target, "enabled": true, "was_disabled": was }))
+                .into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn target_disable(State(state): State<AdminState>, body: Bytes) -> Response {
+    let body = match target_body(&state, &body) {
+        Ok(body) => body,
+        Err(bad) => return bad.into_response(),
+    };
+    let reason = body
+        .reason
+        .unwrap_or_else(|| "disabled by an operator".into());
+    tracing::info!(target = %body.target, "admin: disabling target");
+    match state
+        .store
+        .disable_target(body.target.clone(), reason)
+        .await
+    {
+        Ok(newly) => {
+            state.wake.all();
+            axum::Json(json!({ "target": body.target, "disabled": true, "newly": newly }))
+                .into_response()
+        }
         Err(e) => store_error(e),
     }
 }

@@ -1,4 +1,4 @@
-//! The operator commands: `resync`, `status`, `dead`, `inbox`, `completions`. Each works
+//! The operator commands: `resync`, `status`, `dead`, `inbox`, `target`, `completions`. Each works
 //! against the configured database, whether the daemon runs or not: reads use read-only
 //! connections, writes a short-lived store of their own (SQLite WAL lets the two processes
 //! share the file).
@@ -7,6 +7,7 @@ pub mod dead;
 pub mod inbox;
 pub mod resync;
 pub mod status;
+pub mod target;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -51,12 +51,16 @@ pub fn render(status: &Status) -> String {
         .iter()
         .map(|t| {
             [
-                if t.configured {
-                    t.name.clone()
-                } else {
-                    format!("{} (not configured)", t.name)
+                match (t.configured, &t.disabled) {
+                    (true, None) => t.name.clone(),
+                    (true, Some(_)) => format!("{} (disabled)", t.name),
+                    (false, _) => format!("{} (not configured)", t.name),
                 },
-                t.pending.to_string(),
+                if t.queued_changes > 0 {
+                    format!("{} ({} changes)", t.pending, t.queued_changes)
+                } else {
+                    t.pending.to_string()
+                },
                 t.in_flight.to_string(),
                 t.dead.to_string(),
                 t.applied_last_hour.to_string(),
@@ -90,6 +94,25 @@ pub fn render(status: &Status) -> String {
     for row in &rows {
         let cells: Vec<&str> = row.iter().map(String::as_str).collect();
         let _ = writeln!(out, "{}", line(&cells));
+    }
+    let disabled: Vec<_> = status
+        .targets
+        .iter()
+        .filter_map(|t| t.disabled.as_ref().map(|d| (&t.name, d)))
+        .collect();
+    if !disabled.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ndisabled targets (nothing is sent; changes accumulate):"
+        );
+        for (target, d) in disabled {
+            let _ = writeln!(
+                out,
+                "  {target} ({} ago): {}\n    re-enable: pimsync target enable --config FILE {target}",
+                age(status.at - d.at),
+                d.reason
+            );
+        }
     }
     let errors: Vec<_> = status
         .targets

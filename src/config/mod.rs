@@ -215,6 +215,9 @@ pub struct TargetFilter {
     pub categories: Vec<String>,
     /// Only products whose `enabled` is true.
     pub enabled_only: bool,
+    /// `webhook` targets only: send an event only when one of these attribute values
+    /// changed since the last event this target got (empty: any change).
+    pub changed: Vec<FieldSource>,
 }
 
 #[derive(Debug, Clone)]
@@ -235,6 +238,26 @@ pub enum TargetKind {
     Odoo(Box<pimsync_connectors::erp::odoo::OdooSettings>),
     /// A generic REST ERP declared by templates.
     Rest(Box<pimsync_connectors::erp::rest::RestSettings>),
+    /// Signed Standard Webhooks events to one URL.
+    Webhook(Box<WebhookTarget>),
+}
+
+/// A `webhook` target: the connector's settings and how the outbox feeds it.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    pub settings: pimsync_connectors::webhook::WebhookSettings,
+    /// true: one event with the latest state, however many changes came in between (the
+    /// outbox's own behaviour). false: one event per accepted change, oldest first, kept in
+    /// the store's per-change history until delivered.
+    pub coalesce: bool,
+}
+
+impl TargetConfig {
+    /// Whether every accepted change must be kept and delivered in order (a webhook
+    /// target with `coalesce = false`), not just the latest state.
+    pub fn keeps_history(&self) -> bool {
+        matches!(&self.kind, TargetKind::Webhook(webhook) if !webhook.coalesce)
+    }
 }
 
 impl TargetKind {
@@ -246,6 +269,7 @@ impl TargetKind {
             TargetKind::Http { .. } => "http",
             TargetKind::Odoo(_) => "odoo",
             TargetKind::Rest(_) => "rest",
+            TargetKind::Webhook(_) => "webhook",
         }
     }
 }

@@ -288,6 +288,23 @@ impl<'a, 'i> Section<'a, 'i> {
         out
     }
 
+    /// The items of an array, each with its own key path (`key[i]`), for lists whose items
+    /// take several forms. Not an array: reported, empty.
+    pub fn list_items(&mut self, key: &'static str) -> Vec<(String, &'a Value<'i>)> {
+        let Some(value) = self.take(key) else {
+            return Vec::new();
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.wrong_type(key, "an array", value);
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (format!("{}[{i}]", self.key_path(key)), item))
+            .collect()
+    }
+
     /// An array of non-negative integers (ids).
     pub fn integer_list(&mut self, key: &'static str, default: &[u64]) -> Vec<u64> {
         let Some(value) = self.take(key) else {
@@ -437,6 +454,28 @@ impl<'a, 'i> Section<'a, 'i> {
                     self.ctx.error(pos, path, msg);
                 }
             }
+        }
+        out
+    }
+
+    /// Every key of a table whose keys are chosen by the operator and whose values are
+    /// secrets (a string or a secret reference), resolved; `None` where resolving failed
+    /// (already reported, naming the variable or file but never a value).
+    pub fn secret_entries(self) -> Vec<(String, Item<Option<Secret>>)> {
+        let mut out = Vec::new();
+        for (key, value) in self.table.iter() {
+            let key = key.get_ref().to_string();
+            let path = self.key_path(&key);
+            let secret = self.ctx.secret(&path, value);
+            let pos = value.span().start;
+            out.push((
+                key,
+                Item {
+                    path,
+                    pos,
+                    value: secret,
+                },
+            ));
         }
         out
     }

@@ -121,6 +121,16 @@ impl Config {
                     odoo.model
                 ),
                 TargetKind::Rest(rest) => super::targets::url_host(&rest.base_url).into(),
+                TargetKind::Webhook(webhook) => format!(
+                    "{} ({}, {} signing secret(s))",
+                    super::targets::url_host(&webhook.settings.url),
+                    if webhook.coalesce {
+                        "latest state"
+                    } else {
+                        "every change, in order"
+                    },
+                    webhook.settings.keys.len()
+                ),
             };
             writeln!(
                 out,
@@ -236,6 +246,20 @@ fn filter(f: &TargetFilter) -> String {
     }
     if f.enabled_only {
         parts.push("enabled only".to_string());
+    }
+    if !f.changed.is_empty() {
+        let watched: Vec<String> = f
+            .changed
+            .iter()
+            .map(|s| {
+                pimsync_connectors::webhook::event::value_id(
+                    &s.attribute,
+                    s.locale.as_deref(),
+                    s.scope.as_deref(),
+                )
+            })
+            .collect();
+        parts.push(format!("when changed: {}", watched.join(", ")));
     }
     if parts.is_empty() {
         "all products".to_string()

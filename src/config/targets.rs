@@ -9,8 +9,11 @@ use super::{DeliveryConfig, FieldSource, Mapping, TargetConfig, TargetFilter, Ta
 
 // `kind = "odoo"` and `kind = "rest"`.
 mod erp;
+mod webhook;
 
-pub(super) const KINDS: &[&str] = &["log", "shopify", "magento", "http", "odoo", "rest"];
+pub(super) const KINDS: &[&str] = &[
+    "log", "shopify", "magento", "http", "odoo", "rest", "webhook",
+];
 pub(super) const DEFAULT_SHOPIFY_API_VERSION: &str = "2026-04";
 const SHOPIFY_SUFFIX: &str = ".myshopify.com";
 
@@ -62,6 +65,10 @@ fn read_target(mut t: Section<'_, '_>, names: &mut Unique) -> Option<TargetConfi
         Some("http") => required_table(&mut t, "http").and_then(http),
         Some("odoo") => required_table(&mut t, "odoo").and_then(erp::odoo),
         Some("rest") => required_table(&mut t, "rest").and_then(erp::rest),
+        Some("webhook") => {
+            let request_timeout = delivery.as_ref().map(|d| d.request_timeout);
+            required_table(&mut t, "webhook").and_then(|s| webhook::webhook(s, request_timeout))
+        }
         Some(other) => {
             let expected = KINDS.join(", ");
             t.invalid(
@@ -75,10 +82,26 @@ fn read_target(mut t: Section<'_, '_>, names: &mut Unique) -> Option<TargetConfi
     if let (Some(kind), Some(mapping)) = (&kind, &mapping) {
         check_mapping_fields(&t, kind, mapping);
     }
+    let filter = filter.unwrap_or_default();
+    let mut kind = kind;
+    match &mut kind {
+        Some(TargetKind::Webhook(webhook)) => {
+            webhook.settings.watch = filter.changed.clone();
+        }
+        Some(other) if !filter.changed.is_empty() => {
+            let path = format!("{}.filter.changed", t.path());
+            let msg = format!(
+                "only for kind = \"webhook\" (a {} target converges to the latest state)",
+                other.name()
+            );
+            t.ctx().error(0, path, msg);
+        }
+        _ => {}
+    }
     t.finish();
     Some(TargetConfig {
         name: name?,
-        filter: filter.unwrap_or_default(),
+        filter,
         mapping: mapping.unwrap_or_default(),
         delivery: delivery?,
         kind: kind?,
@@ -94,10 +117,19 @@ fn required_table<'a, 'i>(t: &mut Section<'a, 'i>, key: &'static str) -> Option<
 }
 
 fn read_filter(mut f: Section<'_, '_>) -> TargetFilter {
+    let families = f.string_list("families");
+    let categories = f.string_list("categories");
+    let enabled_only = f.bool("enabled_only", false);
+    let changed = f
+        .list_items("changed")
+        .into_iter()
+        .filter_map(|(path, value)| webhook::watched_source(&f, &path, value))
+        .collect();
     let filter = TargetFilter {
-        families: f.string_list("families"),
-        categories: f.string_list("categories"),
-        enabled_only: f.bool("enabled_only", false),
+        families,
+        categories,
+        enabled_only,
+        changed,
     };
     f.finish();
     filter
@@ -148,6 +180,8 @@ fn mapping_fields(kind: &TargetKind) -> Option<&'static [&'static str]> {
         TargetKind::Odoo(_) => Some(pimsync_connectors::erp::odoo::FIELDS),
         // Any name: the templates say which ones they use (checked with the templates).
         TargetKind::Rest(_) => None,
+        // Any name: the event's own field names.
+        TargetKind::Webhook(_) => None,
     }
 }
 

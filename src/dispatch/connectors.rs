@@ -37,6 +37,10 @@ pub fn build(target: &TargetConfig) -> Result<Arc<dyn Connector>, String> {
         TargetKind::Rest(settings) => {
             shared(rest::connector((**settings).clone(), mapping(), timeout))
         }
+        TargetKind::Webhook(webhook) => shared(pimsync_connectors::webhook::connector(
+            webhook.settings.clone(),
+            mapping(),
+        )),
     }
 }
 

@@ -117,6 +117,24 @@ impl Dispatcher {
         if released > 0 {
             tracing::info!(released, "released leases left by a previous run");
         }
+        let coalescing: Vec<String> = targets
+            .iter()
+            .filter(|t| !t.keeps_history())
+            .map(|t| t.name.clone())
+            .collect();
+        match store.drop_history(coalescing).await {
+            Ok(dropped) => {
+                for (target, changes) in dropped {
+                    tracing::warn!(target = %target, changes, "the target coalesces now: its queued changes were dropped; it gets the latest state");
+                }
+            }
+            Err(error) => {
+                return Err(DispatchError {
+                    target: "*".into(),
+                    message: error.to_string(),
+                });
+            }
+        }
         let owner = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
         let (stop, stopped) = watch::channel(false);
         let mut notifies = Vec::new();

@@ -2,11 +2,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pimsync_connectors::{
-    ApplyError, ApplyRequest, Connector, Desired, ProductKind, Snapshot, Variant,
+    ApplyError, ApplyRequest, ChangeInfo, Connector, Desired, ProductKind, Snapshot, Variant,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -40,6 +40,9 @@ struct Ctx {
     /// applied: a lease that expired under a slow apply and came back is not started a
     /// second time, and shutdown releases exactly these.
     in_flight: std::sync::Mutex<HashMap<String, String>>,
+    /// The receiver said 410 Gone (or an operator disabled the target): no apply starts
+    /// until the store says the target is enabled again.
+    disabled: AtomicBool,
 }
 
 impl Worker {
@@ -65,6 +68,7 @@ impl Worker {
                 limiter,
                 stats,
                 in_flight: std::sync::Mutex::new(HashMap::new()),
+                disabled: AtomicBool::new(false),
             }),
             wake,
             stop,
@@ -84,10 +88,24 @@ impl Worker {
         let mut queue: VecDeque<Lease> = VecDeque::new();
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut try_lease = true;
+        let history = self.ctx.target.keeps_history();
         tracing::info!(target = %name, kind = self.ctx.connector.kind(), "delivery worker started");
+        self.check_disabled(true).await;
+        let mut checked = std::time::Instant::now();
         loop {
             if *self.stop.borrow() {
                 break;
+            }
+            // Whether the target is disabled is read again on every wake-up while it is,
+            // and at least every second otherwise, so that `pimsync target enable` or
+            // `disable` from another process takes effect within a second.
+            if (self.ctx.disabled.load(Ordering::SeqCst) || checked.elapsed() >= IDLE_CHECK)
+                && self.check_disabled(false).await
+            {
+                try_lease = true;
+            }
+            if checked.elapsed() >= IDLE_CHECK {
+                checked = std::time::Instant::now();
             }
             while tasks.try_join_next().is_some() {}
             while let Some(lease) = queue.pop_front() {
@@ -102,7 +120,11 @@ impl Worker {
                 }
             }
             let mut due_in: Option<i64> = None;
-            let room = ahead.saturating_sub(queue.len());
+            let room = if self.ctx.disabled.load(Ordering::SeqCst) {
+                0
+            } else {
+                ahead.saturating_sub(queue.len())
+            };
             if room > 0 && !try_lease && queue.is_empty() {
                 match self.ctx.store.next_due(&name).await {
                     Ok(Some(due)) => {
@@ -121,7 +143,7 @@ impl Worker {
                 match self
                     .ctx
                     .store
-                    .lease(&name, &self.ctx.owner, room, lease_ms)
+                    .lease(&name, &self.ctx.owner, room, lease_ms, history)
                     .await
                 {
                     Ok(leases) => {
@@ -175,6 +197,7 @@ impl Worker {
                 product_key: key,
                 leased_hash: hash,
                 owner: self.ctx.owner.clone(),
+                change_id: None,
                 outcome: Outcome::Released,
             };
             if let Err(error) = self.ctx.store.settle(settle).await {
@@ -182,6 +205,34 @@ impl Worker {
             }
         }
         tracing::info!(target = %name, "delivery worker stopped");
+    }
+}
+
+impl Worker {
+    /// Reads whether the target is disabled and updates the flag; true when it has just
+    /// been re-enabled. A store that cannot be read leaves the flag as it is.
+    async fn check_disabled(&self, starting: bool) -> bool {
+        let name = &self.ctx.target.name;
+        match self.ctx.store.target_disabled(name).await {
+            Ok(Some(disabled)) => {
+                let was = self.ctx.disabled.swap(true, Ordering::SeqCst);
+                if starting || !was {
+                    tracing::warn!(target = %name, reason = %disabled.reason, "target is disabled; nothing is sent until `pimsync target enable` re-enables it");
+                }
+                false
+            }
+            Ok(None) => {
+                let was = self.ctx.disabled.swap(false, Ordering::SeqCst);
+                if was {
+                    tracing::info!(target = %name, "target re-enabled; delivery resumes");
+                }
+                was
+            }
+            Err(error) => {
+                tracing::warn!(target = %name, %error, "cannot read whether the target is disabled");
+                false
+            }
+        }
     }
 }
 
@@ -220,6 +271,8 @@ impl Ctx {
 async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
     let delivery = &ctx.target.delivery;
     let outcome = match desired_state(&lease) {
+        // Leased before the target was disabled: handed back untouched.
+        _ if ctx.disabled.load(Ordering::SeqCst) => Outcome::Released,
         Err(message) => Outcome::Permanent { error: message },
         Ok(_) if lease.applied_hash.as_deref() == Some(&lease.desired_hash) => Outcome::Applied {
             remote_ids: lease.remote_ids.clone(),
@@ -246,6 +299,12 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
                 remote_ids: &lease.remote_ids,
                 idempotency_key: &lease.idempotency_key,
                 attempt: lease.attempts + 1,
+                change: ChangeInfo {
+                    version: lease.version,
+                    accepted_at_ms: lease.accepted_at,
+                    // A forced resync clears the applied hash to '' (see ops::resync).
+                    forced: lease.applied_hash.as_deref() == Some(""),
+                },
             };
             ctx.limiter.acquire().await;
             ctx.connector.ready().await;
@@ -263,8 +322,8 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
             let now = now_ms();
             match result {
                 Ok(applied) => Outcome::Applied {
+                    called: !applied.skipped,
                     remote_ids: applied.remote_ids,
-                    called: true,
                 },
                 Err(ApplyError::Retryable {
                     message,
@@ -292,6 +351,7 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
                     retry_at: now + retry_after.min(delivery.max_retry_after).as_millis() as i64,
                 },
                 Err(ApplyError::Permanent { message }) => Outcome::Permanent { error: message },
+                Err(ApplyError::Gone { message }) => Outcome::Gone { error: message },
             }
         }
     };
@@ -299,17 +359,26 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
     // outcome waits for the writer (the row stays held until settled).
     drop(permit);
     log_outcome(&ctx, &lease, &outcome);
+    let gone = match &outcome {
+        Outcome::Gone { error } => error.clone(),
+        _ => String::new(),
+    };
     let settle = Settle {
         target: lease.target.clone(),
         product_key: lease.product_key.clone(),
         leased_hash: lease.desired_hash.clone(),
         owner: ctx.owner.clone(),
+        change_id: lease.change_id,
         outcome,
     };
     match ctx.store.settle(settle).await {
         Ok(Settled::Dead) => {
             ctx.stats.dead.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(target = %lease.target, product_key = %lease.product_key, idempotency_key = %lease.idempotency_key, "dead-lettered");
+        }
+        Ok(Settled::Disabled) => {
+            ctx.disabled.store(true, Ordering::SeqCst);
+            tracing::error!(target = %lease.target, product_key = %lease.product_key, idempotency_key = %lease.idempotency_key, error = %gone, "the receiver answered 410 Gone: target disabled; changes keep accumulating until `pimsync target enable` re-enables it");
         }
         Ok(Settled::LeaseLost) => {
             tracing::warn!(target = %lease.target, product_key = %lease.product_key, idempotency_key = %lease.idempotency_key, "lease lost before settling; the row is retried")
@@ -333,6 +402,7 @@ fn log_outcome(ctx: &Ctx, lease: &Lease, outcome: &Outcome) {
         Outcome::Throttled { .. } => "throttled",
         Outcome::Permanent { .. } => "permanent",
         Outcome::Released => "released",
+        Outcome::Gone { .. } => "gone",
     };
     crate::metrics::global().apply(target, label);
     match outcome {
@@ -355,7 +425,7 @@ fn log_outcome(ctx: &Ctx, lease: &Lease, outcome: &Outcome) {
         Outcome::Permanent { error } => {
             tracing::warn!(target = %target, product_key = %key, idempotency_key = %idem, %error, "apply failed permanently");
         }
-        Outcome::Released => {}
+        Outcome::Released | Outcome::Gone { .. } => {}
     }
 }
 

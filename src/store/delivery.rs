@@ -28,6 +28,12 @@ pub struct Lease {
     pub remote_ids: RemoteIds,
     /// For product models: the variants' keys and canonical JSON, by key.
     pub variants: Vec<(String, String)>,
+    /// The PIM version of the state to apply, and when pimsync accepted it (Unix ms).
+    pub version: i64,
+    pub accepted_at: i64,
+    /// For a target that gets every change: the history entry this lease delivers (its
+    /// content, hash and idempotency key are the entry's). None: the latest state.
+    pub change_id: Option<i64>,
 }
 
 /// How one leased row ended.
@@ -48,6 +54,10 @@ pub enum Outcome {
     Permanent { error: String },
     /// Not attempted (shutdown): back to pending, as it was.
     Released,
+    /// The receiver asked never to be called again (410 Gone): the target is disabled
+    /// (persisted, with `error` as the reason) and the row goes back to pending untouched,
+    /// so that nothing is lost until an operator re-enables the target.
+    Gone { error: String },
 }
 
 /// A leased row's settlement.
@@ -57,6 +67,8 @@ pub struct Settle {
     pub product_key: String,
     pub leased_hash: String,
     pub owner: String,
+    /// The history entry the lease delivered ([`Lease::change_id`]).
+    pub change_id: Option<i64>,
     pub outcome: Outcome,
 }
 
@@ -71,21 +83,34 @@ pub enum Settled {
     Released,
     /// The lease was lost (expired and taken by another dispatcher): nothing changed.
     LeaseLost,
+    /// The target is disabled now ([`Outcome::Gone`]).
+    Disabled,
 }
 
 impl Store {
     /// Leases up to `limit` due rows of `target`: pending rows whose time has come, and
-    /// leased rows whose lease expired (their dispatcher died).
+    /// leased rows whose lease expired (their dispatcher died). With `history` (a target
+    /// that gets every change), each lease carries the product's oldest undelivered change
+    /// when there is one.
     pub async fn lease(
         &self,
         target: &str,
         owner: &str,
         limit: usize,
         lease_ms: i64,
+        history: bool,
     ) -> Result<Vec<Lease>, StoreError> {
         let (target, owner) = (target.to_owned(), owner.to_owned());
-        self.write(move |conn| lease(conn, &target, &owner, limit, lease_ms, now_ms()))
-            .await
+        self.write(move |conn| {
+            let mut leases = lease(conn, &target, &owner, limit, lease_ms, now_ms())?;
+            if history {
+                for lease in &mut leases {
+                    take_history(conn, lease)?;
+                }
+            }
+            Ok(leases)
+        })
+        .await
     }
 
     /// Records how a leased row ended.
@@ -156,8 +181,9 @@ fn lease(
         "UPDATE outbox SET state = 'leased', lease_owner = ?3, lease_until = ?4, leased_hash = desired_hash
          WHERE target = ?1 AND product_key = ?2",
     )?;
-    let mut product =
-        conn.prepare_cached("SELECT kind, deleted, snapshot FROM products WHERE product_key = ?1")?;
+    let mut product = conn.prepare_cached(
+        "SELECT kind, deleted, snapshot, version, updated_at FROM products WHERE product_key = ?1",
+    )?;
     let mut applied = conn.prepare_cached(
         "SELECT hash, remote_ids FROM applied WHERE target = ?1 AND product_key = ?2",
     )?;
@@ -168,16 +194,18 @@ fn lease(
     let mut leases = Vec::with_capacity(rows.len());
     for (key, desired_hash, idempotency_key, attempts) in rows {
         mark.execute(params![target, key, owner, now + lease_ms])?;
-        let (kind, deleted, snapshot) = product
+        let (kind, deleted, snapshot, version, accepted_at) = product
             .query_row([&key], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, bool>(1)?,
                     row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
                 ))
             })
             .optional()?
-            .unwrap_or_else(|| ("product".to_owned(), true, None));
+            .unwrap_or_else(|| ("product".to_owned(), true, None, 0, 0));
         let (applied_hash, remote_ids) = applied
             .query_row(params![target, key], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
@@ -204,9 +232,31 @@ fn lease(
             applied_hash,
             remote_ids,
             variants,
+            version,
+            accepted_at,
+            change_id: None,
         });
     }
     Ok(leases)
+}
+
+/// Points a lease at the product's oldest undelivered change, if it has one; without one
+/// (a resync, or history written before the target stopped coalescing) the latest state
+/// is applied as for any target.
+fn take_history(conn: &Connection, lease: &mut Lease) -> Result<(), StoreError> {
+    let Some(entry) = super::history::oldest(conn, &lease.target, &lease.product_key)? else {
+        return Ok(());
+    };
+    lease.idempotency_key = entry.idempotency_key(&lease.target, &lease.product_key);
+    lease.change_id = Some(entry.id);
+    lease.desired_hash = entry.hash;
+    lease.deleted = entry.deleted;
+    if !entry.deleted {
+        lease.snapshot = entry.snapshot;
+    }
+    lease.version = entry.version;
+    lease.accepted_at = entry.accepted_at;
+    Ok(())
 }
 
 fn settle_row(conn: &Connection, s: &Settle, now: i64) -> Result<Settled, StoreError> {
@@ -221,7 +271,8 @@ fn settle_row(conn: &Connection, s: &Settle, now: i64) -> Result<Settled, StoreE
     let Some(desired_hash) = current else {
         return Ok(Settled::LeaseLost);
     };
-    let moved = desired_hash != s.leased_hash;
+    // A history entry is not made moot by a newer change: that change waits behind it.
+    let moved = s.change_id.is_none() && desired_hash != s.leased_hash;
     let back_to_pending = |conn: &Connection,
                            at: i64,
                            error: Option<&str>|
@@ -243,7 +294,11 @@ fn settle_row(conn: &Connection, s: &Settle, now: i64) -> Result<Settled, StoreE
                      hash = excluded.hash, remote_ids = excluded.remote_ids, applied_at = excluded.applied_at",
             )?
             .execute(params![s.target, s.product_key, s.leased_hash, ids, now])?;
-            if moved {
+            let more = match s.change_id {
+                Some(id) => super::history::delivered(conn, id, &s.target, &s.product_key)?,
+                None => false,
+            };
+            if more || desired_hash != s.leased_hash {
                 back_to_pending(conn, now, None)?;
                 Ok(Settled::Superseded)
             } else {
@@ -305,6 +360,11 @@ fn settle_row(conn: &Connection, s: &Settle, now: i64) -> Result<Settled, StoreE
             )?
             .execute(params![s.target, s.product_key])?;
             Ok(Settled::Released)
+        }
+        Outcome::Gone { error } => {
+            back_to_pending(conn, now, Some(error))?;
+            super::ops::disable_target(conn, &s.target, error, now)?;
+            Ok(Settled::Disabled)
         }
     }
 }

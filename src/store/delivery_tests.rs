@@ -24,6 +24,7 @@ fn settle(lease: &crate::store::Lease, owner: &str, outcome: Outcome) -> Settle 
         product_key: lease.product_key.clone(),
         leased_hash: lease.desired_hash.clone(),
         owner: owner.into(),
+        change_id: None,
         outcome,
     }
 }
@@ -31,19 +32,25 @@ fn settle(lease: &crate::store::Lease, owner: &str, outcome: Outcome) -> Settle 
 #[tokio::test]
 async fn a_leased_row_is_not_leased_twice_until_its_lease_expires() {
     let (_dir, store, _) = leased_store().await;
-    let first = store.lease("t", "w1", 10, 60_000).await.unwrap();
+    let first = store.lease("t", "w1", 10, 60_000, false).await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(
         first[0].snapshot.as_deref().map(|s| s.contains("price")),
         Some(true)
     );
-    assert!(store.lease("t", "w2", 10, 60_000).await.unwrap().is_empty());
+    assert!(
+        store
+            .lease("t", "w2", 10, 60_000, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // An expired lease (its dispatcher died) is taken again, with the same key.
-    let short = store.lease("t", "w1", 10, -1).await.unwrap();
+    let short = store.lease("t", "w1", 10, -1, false).await.unwrap();
     assert!(short.is_empty(), "still held by the first lease");
     store.release_leases(vec!["t".into()]).await.unwrap();
-    let expired = store.lease("t", "w3", 10, -1).await.unwrap();
-    let again = store.lease("t", "w4", 10, 60_000).await.unwrap();
+    let expired = store.lease("t", "w3", 10, -1, false).await.unwrap();
+    let again = store.lease("t", "w4", 10, 60_000, false).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].idempotency_key, expired[0].idempotency_key);
     // The old holder can no longer settle it.
@@ -57,7 +64,11 @@ async fn a_leased_row_is_not_leased_twice_until_its_lease_expires() {
 #[tokio::test]
 async fn applied_rows_leave_the_outbox_unless_a_newer_state_arrived() {
     let (_dir, store, router) = leased_store().await;
-    let lease = store.lease("t", "w", 10, 60_000).await.unwrap().remove(0);
+    let lease = store
+        .lease("t", "w", 10, 60_000, false)
+        .await
+        .unwrap()
+        .remove(0);
     // A newer edit lands while the apply is in flight.
     store
         .ingest(
@@ -77,7 +88,11 @@ async fn applied_rows_leave_the_outbox_unless_a_newer_state_arrived() {
             .unwrap(),
         Settled::Superseded
     );
-    let next = store.lease("t", "w", 10, 60_000).await.unwrap().remove(0);
+    let next = store
+        .lease("t", "w", 10, 60_000, false)
+        .await
+        .unwrap()
+        .remove(0);
     assert_ne!(next.desired_hash, lease.desired_hash);
     assert_eq!(
         next.applied_hash.as_deref(),
@@ -99,12 +114,20 @@ async fn failures_count_towards_dead_but_throttling_does_not() {
         retry_at: 0,
         max_attempts: max,
     };
-    let lease = store.lease("t", "w", 10, 60_000).await.unwrap().remove(0);
+    let lease = store
+        .lease("t", "w", 10, 60_000, false)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(
         store.settle(settle(&lease, "w", fail(3))).await.unwrap(),
         Settled::Retrying
     );
-    let lease = store.lease("t", "w", 10, 60_000).await.unwrap().remove(0);
+    let lease = store
+        .lease("t", "w", 10, 60_000, false)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(lease.attempts, 1);
     let throttled = Outcome::Throttled {
         error: "429".into(),
@@ -114,19 +137,31 @@ async fn failures_count_towards_dead_but_throttling_does_not() {
         store.settle(settle(&lease, "w", throttled)).await.unwrap(),
         Settled::Retrying
     );
-    let lease = store.lease("t", "w", 10, 60_000).await.unwrap().remove(0);
+    let lease = store
+        .lease("t", "w", 10, 60_000, false)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(lease.attempts, 1, "throttling is not a failed attempt");
     assert_eq!(
         store.settle(settle(&lease, "w", fail(3))).await.unwrap(),
         Settled::Retrying
     );
-    let lease = store.lease("t", "w", 10, 60_000).await.unwrap().remove(0);
+    let lease = store
+        .lease("t", "w", 10, 60_000, false)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(
         store.settle(settle(&lease, "w", fail(3))).await.unwrap(),
         Settled::Dead
     );
     assert!(
-        store.lease("t", "w", 10, 60_000).await.unwrap().is_empty(),
+        store
+            .lease("t", "w", 10, 60_000, false)
+            .await
+            .unwrap()
+            .is_empty(),
         "dead rows are not leased"
     );
     let row = &store.outbox(10).await.unwrap()[0];
@@ -136,7 +171,11 @@ async fn failures_count_towards_dead_but_throttling_does_not() {
 #[tokio::test]
 async fn retries_wait_for_their_time() {
     let (_dir, store, _) = leased_store().await;
-    let lease = store.lease("t", "w", 10, 60_000).await.unwrap().remove(0);
+    let lease = store
+        .lease("t", "w", 10, 60_000, false)
+        .await
+        .unwrap()
+        .remove(0);
     let later = now_ms() + 60_000;
     let outcome = Outcome::Failed {
         error: "timeout".into(),
@@ -144,7 +183,13 @@ async fn retries_wait_for_their_time() {
         max_attempts: 5,
     };
     store.settle(settle(&lease, "w", outcome)).await.unwrap();
-    assert!(store.lease("t", "w", 10, 60_000).await.unwrap().is_empty());
+    assert!(
+        store
+            .lease("t", "w", 10, 60_000, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.next_due("t").await.unwrap(), Some(later));
 }
 
@@ -162,7 +207,7 @@ async fn echoes_of_our_own_writes_are_ignored() {
         .await
         .unwrap();
     let lease = store
-        .lease("shop", "w", 10, 60_000)
+        .lease("shop", "w", 10, 60_000, false)
         .await
         .unwrap()
         .remove(0);
@@ -172,6 +217,7 @@ async fn echoes_of_our_own_writes_are_ignored() {
             product_key: "A".into(),
             leased_hash: lease.desired_hash.clone(),
             owner: "w".into(),
+            change_id: None,
             outcome: Outcome::Applied {
                 remote_ids: Default::default(),
                 called: true,

@@ -302,12 +302,33 @@ fn apply_change(
              updated_at = excluded.updated_at",
     )?;
     for target in targets {
-        let idempotency = idempotency_key(&target, &key, &hash);
+        let idempotency = if router.is_event_target(&target) {
+            let change_state = ContentHash(format!("{hash}@{}@{now}", change.version));
+            idempotency_key(&target, &key, &change_state)
+        } else {
+            idempotency_key(&target, &key, &hash)
+        };
         let args = params![target, key, hash.as_str(), idempotency, now];
         if move_hash.execute(args)? == 0 {
             upsert.execute(args)?;
         }
         outcome.outbox_rows += 1;
+        if router.keeps_history(&target) {
+            // The same transaction as the product: an acknowledged change is never
+            // missing from the history of a target that wants every change.
+            super::history::append(
+                conn,
+                &super::history::Change {
+                    target: &target,
+                    product_key: &key,
+                    version: change.version,
+                    deleted,
+                    snapshot: snapshot_json.as_deref(),
+                    hash: hash.as_str(),
+                    accepted_at: now,
+                },
+            )?;
+        }
     }
     Ok(())
 }

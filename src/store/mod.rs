@@ -10,6 +10,7 @@
 
 mod checkpoint;
 mod delivery;
+mod history;
 mod ingest;
 pub mod ops;
 mod pull;
@@ -256,5 +257,7 @@ pub fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod delivery_tests;
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod tests;

@@ -106,6 +106,30 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (source, product_key)
     ) WITHOUT ROWID;
     ",
+    // 4: webhook targets. `history`: every accepted change of a product for each target
+    // with `coalesce = false`, written in the ingest transaction and deleted in the one
+    // that records its delivery; AUTOINCREMENT so that an id (the change's webhook-id) is
+    // never reused. `target_state`: targets disabled by their receiver (410 Gone) until an
+    // operator re-enables them.
+    "
+    CREATE TABLE history (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        target       TEXT NOT NULL,
+        product_key  TEXT NOT NULL,
+        version      INTEGER NOT NULL,
+        deleted      INTEGER NOT NULL,
+        snapshot     TEXT,              -- canonical JSON; NULL for a deletion
+        content_hash TEXT NOT NULL,
+        accepted_at  INTEGER NOT NULL   -- Unix ms
+    );
+    CREATE INDEX history_next ON history (target, product_key, id);
+
+    CREATE TABLE target_state (
+        target      TEXT PRIMARY KEY,
+        disabled_at INTEGER NOT NULL,   -- Unix ms
+        reason      TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

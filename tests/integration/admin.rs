@@ -13,12 +13,12 @@ use pimsync::simulate::{self, Edit, Sender};
 use crate::fake_target::FakeTarget;
 use crate::harness::*;
 
-const TOKEN: &str = "admin-token-for-tests-0123456789";
+pub(crate) const TOKEN: &str = "admin-token-for-tests-0123456789";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A loopback port that was free a moment ago (the harness reads only the receiver's
 /// address from the daemon, so the admin listener gets a port chosen here).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -26,12 +26,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn admin_section(port: u16, extra: &str) -> String {
+pub(crate) fn admin_section(port: u16, extra: &str) -> String {
     format!("\n[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n{extra}\n")
 }
 
 /// One request to the admin API: (status, body).
-async fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+pub(crate) async fn call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut request = hyper::Request::builder().method(method).uri(url);
     if let Some(token) = token {

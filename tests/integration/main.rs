@@ -14,3 +14,4 @@ mod pull;
 mod receiver;
 mod systemd;
 mod torture;
+mod webhook;

@@ -122,7 +122,9 @@ impl AkeneoError {
                 message,
                 retry_after,
             },
-            ApplyError::Permanent { message } => AkeneoError::Permanent(message),
+            ApplyError::Permanent { message } | ApplyError::Gone { message } => {
+                AkeneoError::Permanent(message)
+            }
         }
     }
 }

@@ -260,7 +260,7 @@ impl OdooConnector {
         let mut remote_ids = RemoteIds::new();
         remote_ids.insert(REMOTE_ID.into(), id.to_string());
         remote_ids.insert(REMOTE_MODEL.into(), self.settings.model.clone());
-        Applied { remote_ids }
+        Applied::new(remote_ids)
     }
 
     fn external_name(&self, key: &str) -> String {
@@ -410,7 +410,8 @@ impl OdooConnector {
             match &mut e.error {
                 ApplyError::Retryable { message, .. }
                 | ApplyError::Throttled { message, .. }
-                | ApplyError::Permanent { message } => message.insert_str(0, &prefix),
+                | ApplyError::Permanent { message }
+                | ApplyError::Gone { message } => message.insert_str(0, &prefix),
             }
             e
         })

@@ -269,7 +269,7 @@ impl Connector for RestConnector {
 impl RestConnector {
     fn finish(&self, op: &Operation, outcome: Outcome) -> Result<Applied, ApplyError> {
         match outcome {
-            Outcome::Done(remote_ids) => Ok(Applied { remote_ids }),
+            Outcome::Done(remote_ids) => Ok(Applied::new(remote_ids)),
             Outcome::NotFound { headers, body } if !op.succeeded(StatusCode::NOT_FOUND) => {
                 Err(classify_status(StatusCode::NOT_FOUND, &headers, &body))
             }

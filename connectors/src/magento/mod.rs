@@ -106,9 +106,7 @@ impl MagentoConnector {
                 )
                 .await?;
         }
-        Ok(Applied {
-            remote_ids: remote_ids(sku, product_id),
-        })
+        Ok(Applied::new(remote_ids(sku, product_id)))
     }
 
     async fn delete(&self, sku: &str, previous: &RemoteIds) -> Result<Applied, ApplyError> {
@@ -138,9 +136,7 @@ impl MagentoConnector {
                 let id = product_id(&reply.body)
                     .or_else(|| product_id(&found.body))
                     .or_else(|| previous.get(REMOTE_PRODUCT_ID).cloned());
-                Ok(Applied {
-                    remote_ids: remote_ids(sku, id),
-                })
+                Ok(Applied::new(remote_ids(sku, id)))
             }
         }
     }
@@ -209,6 +205,9 @@ fn in_store(error: ApplyError, store: &str) -> ApplyError {
             retry_after,
         },
         ApplyError::Permanent { message } => ApplyError::Permanent {
+            message: prefix(message),
+        },
+        ApplyError::Gone { message } => ApplyError::Gone {
             message: prefix(message),
         },
     }

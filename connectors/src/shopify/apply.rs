@@ -169,7 +169,7 @@ impl ShopifyConnector {
             }
             remote_ids.insert(PUBLISHED.into(), wanted);
         }
-        Ok(Applied { remote_ids })
+        Ok(Applied::new(remote_ids))
     }
 
     fn custom_id(&self, product_key: &str) -> Value {
@@ -340,9 +340,7 @@ impl ShopifyConnector {
         Ok(match self.settings.deletion {
             DeletionPolicy::Delete => Applied::default(),
             // The product stays in the shop: keep addressing it.
-            _ => Applied {
-                remote_ids: RemoteIds::from([(PRODUCT_ID.to_owned(), id)]),
-            },
+            _ => Applied::new(RemoteIds::from([(PRODUCT_ID.to_owned(), id)])),
         })
     }
 }

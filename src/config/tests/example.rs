@@ -20,6 +20,10 @@ fn example_env() -> TestEnv {
         .var("CATALOG_SERVICE_TOKEN", "catalog-token")
         .var("MAGENTO_TOKEN", "magento-token")
         .var("MAGENTO_CONSUMER_KEY", "magento-consumer-key")
+        .var(
+            "AGENCY_WEBHOOK_SECRET",
+            "whsec_cGltc3luYy1leGFtcGxlLWFnZW5jeS1zZWNyZXQ=",
+        )
         .var("CREDENTIALS_DIRECTORY", "/run/credentials/pimsync.service")
         .file(
             "/run/credentials/pimsync.service/akeneo-event-platform",
@@ -41,6 +45,10 @@ fn example_env() -> TestEnv {
         .file(
             "/run/credentials/pimsync.service/magento-token-secret",
             "magento-token-secret\n",
+        )
+        .file(
+            "/run/credentials/pimsync.service/agency-api-token",
+            "Bearer agency-token\n",
         )
 }
 
@@ -75,7 +83,7 @@ fn example_config_parses() {
     assert!(config.sources.iter().filter(|s| s.api.is_some()).count() == 1);
 
     let kinds: Vec<_> = config.targets.iter().map(|t| t.kind.name()).collect();
-    assert_eq!(kinds, ["log", "http", "shopify", "magento"]);
+    assert_eq!(kinds, ["log", "http", "shopify", "magento", "webhook"]);
     assert!(
         matches!(&config.targets[0].kind, TargetKind::Log { path: Some(p) } if p == Path::new("/var/log/pimsync/audit.jsonl"))
     );
@@ -98,6 +106,15 @@ fn example_config_parses() {
     ));
     assert_eq!(magento.store_views.len(), 2);
     assert_eq!(config.targets[3].mapping.fields.len(), 5);
+    let agency = &config.targets[4];
+    let TargetKind::Webhook(webhook) = &agency.kind else {
+        panic!("webhook")
+    };
+    assert!(agency.keeps_history());
+    assert_eq!(webhook.settings.keys.len(), 1);
+    assert_eq!(webhook.settings.headers.len(), 2);
+    assert_eq!(webhook.settings.watch.len(), 2);
+    assert_eq!(agency.mapping.fields.len(), 2);
     assert_eq!(config.admin.unwrap().listen.to_string(), "127.0.0.1:9090");
     let names: Vec<_> = config.schedules.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["nightly-shop", "weekly-reconcile"]);
@@ -126,6 +143,8 @@ fn example_without_the_environment_names_each_missing_secret() {
             "targets[3].magento.consumer_key",
             "targets[3].magento.consumer_secret",
             "targets[3].magento.access_token_secret",
+            "targets[4].webhook.secrets[0]",
+            "targets[4].webhook.headers.Authorization",
             "admin.token",
         ]
     );

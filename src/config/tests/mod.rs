@@ -11,6 +11,7 @@ mod secrets;
 mod shopify;
 mod sources;
 mod targets;
+mod webhook;
 
 /// Variables and files for secrets, instead of the real process environment.
 #[derive(Default)]
@@ -350,7 +351,7 @@ kind = "ftp"
             "targets[0].shopify.shop: must end in .myshopify.com",
             "targets[0].shopify.access_token: environment variable SHOPIFY_TOKEN is not set",
             r#"targets[1].name: duplicate target name "shop" (also used by targets[0])"#,
-            r#"targets[1].kind: unknown kind "ftp" (expected one of: log, shopify, magento, http, odoo, rest)"#,
+            r#"targets[1].kind: unknown kind "ftp" (expected one of: log, shopify, magento, http, odoo, rest, webhook)"#,
         ]
     );
 }

@@ -167,7 +167,7 @@ fn unknown_kind_lists_the_supported_ones() {
     assert_eq!(
         errors(&text),
         [
-            r#"targets[0].kind: unknown kind "woocommerce" (expected one of: log, shopify, magento, http, odoo, rest)"#
+            r#"targets[0].kind: unknown kind "woocommerce" (expected one of: log, shopify, magento, http, odoo, rest, webhook)"#
         ]
     );
     let text = format!("{SOURCE}\n[[targets]]\nname = \"x\"\n");
@@ -195,7 +195,7 @@ location = "eu"
         errors_with(&text, &env),
         [
             "targets[0].retries: unknown key (expected one of: name, kind, filter, mapping, delivery, shopify)",
-            "targets[0].filter.family: unknown key (expected one of: families, categories, enabled_only)",
+            "targets[0].filter.family: unknown key (expected one of: families, categories, enabled_only, changed)",
             "targets[0].shopify.access_token.fallback: unknown key (expected one of: env, file, credential)",
             "targets[0].shopify.location: unknown key (expected one of: shop, api_version, access_token, client_id, client_secret, location_id, deletion, publications, identifier_namespace, identifier_key, metafields, options)",
         ]

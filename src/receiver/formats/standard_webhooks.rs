@@ -10,20 +10,15 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 
-use super::{Parsed, Rejection, keep_headers, pimsync_payload};
-use crate::config::SignatureEncoding;
-use crate::receiver::signature::{
-    SignatureError, check_timestamp, decode_tag, required_header, verify_hmac_sha256,
-};
+use pimsync_connectors::standard_webhooks::signature_matches;
+pub use pimsync_connectors::standard_webhooks::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
-pub const ID_HEADER: &str = "webhook-id";
-pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
-pub const SIGNATURE_HEADER: &str = "webhook-signature";
+use super::{Parsed, Rejection, keep_headers, pimsync_payload};
+use crate::receiver::signature::{SignatureError, check_timestamp, required_header};
 
 /// Checks the three headers against `secrets` (decoded keys; several during a rotation).
-/// Passes when any `v1` entry matches any key. Entries of other versions (`v1a` is
-/// asymmetric, future versions are unknown) are skipped rather than failing the request,
-/// as the spec asks, so a sender can add new schemes before receivers understand them.
+/// Passes when any `v1` entry matches any key; the matching itself is the connectors
+/// crate's, the same code the `webhook` target signs with.
 pub fn verify(
     secrets: &[&[u8]],
     headers: &HeaderMap,
@@ -35,18 +30,7 @@ pub fn verify(
     let timestamp = required_header(headers, TIMESTAMP_HEADER)?;
     let signatures = required_header(headers, SIGNATURE_HEADER)?;
     check_timestamp(TIMESTAMP_HEADER, timestamp, now_unix, tolerance)?;
-
-    let signed: [&[u8]; 5] = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
-    let matched = signatures
-        .split(' ')
-        .filter_map(|entry| entry.strip_prefix("v1,"))
-        .filter_map(|tag| decode_tag(tag, SignatureEncoding::Base64))
-        .any(|tag| {
-            secrets
-                .iter()
-                .any(|key| verify_hmac_sha256(key, &signed, &tag))
-        });
-    if matched {
+    if signature_matches(secrets, id, timestamp, body, signatures) {
         Ok(())
     } else {
         Err(SignatureError::Mismatch)

@@ -65,15 +65,22 @@ impl Store {
     }
 
     /// Deletes dead rows. The product stays as it is; a later change re-creates the row.
-    /// Returns the rows discarded.
+    /// For a target that gets every change, what is discarded is the change that failed
+    /// (the oldest kept); later changes stay queued and are delivered. Returns the rows
+    /// discarded.
     pub async fn dead_discard(&self, selection: DeadSelection) -> Result<Vec<RowKey>, StoreError> {
         self.write(move |conn| {
-            for_dead(
+            let discarded = for_dead(
                 conn,
                 &selection,
                 "DELETE FROM outbox WHERE product_key = ?2 AND target = ?1 AND state = 'dead'",
                 None,
-            )
+            )?;
+            let now = now_ms();
+            for row in &discarded {
+                crate::store::history::discard_oldest(conn, &row.target, &row.product_key, now)?;
+            }
+            Ok(discarded)
         })
         .await
     }

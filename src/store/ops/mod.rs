@@ -10,6 +10,7 @@
 mod dead;
 mod resync;
 mod status;
+mod target_state;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ use super::{StoreError, schema};
 pub use dead::{DeadOrder, DeadRow, DeadSelection};
 pub use resync::{Resync, ResyncMarked, ResyncScope};
 pub use status::{LastError, Status, StoreStatus, TargetStatus};
+pub use target_state::Disabled;
+pub(in crate::store) use target_state::disable_target;
 
 /// One outbox row's identity: the outbox has no numeric id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

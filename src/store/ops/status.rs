@@ -25,6 +25,11 @@ pub struct TargetStatus {
     pub last_error: Option<LastError>,
     /// When the oldest row still waiting (pending or in flight) became pending (Unix ms).
     pub oldest_pending_since: Option<i64>,
+    /// Changes kept for delivery one by one (a webhook target with `coalesce = false`).
+    pub queued_changes: i64,
+    /// Set while the target is disabled (its receiver answered 410 Gone): nothing is sent
+    /// until an operator re-enables it; changes keep accumulating meanwhile.
+    pub disabled: Option<super::Disabled>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -128,6 +133,7 @@ fn target_figures(
     let mut oldest = conn.prepare_cached(
         "SELECT min(created_at) FROM outbox WHERE target = ?1 AND state IN ('pending', 'leased')",
     )?;
+    let mut history = conn.prepare_cached("SELECT count(*) FROM history WHERE target = ?1")?;
     let mut targets = Vec::new();
     for (name, configured) in names {
         let mut status = TargetStatus {
@@ -158,6 +164,8 @@ fn target_figures(
             })
             .optional()?;
         status.oldest_pending_since = oldest.query_row([&name], |row| row.get(0))?;
+        status.queued_changes = history.query_row([&name], |row| row.get(0))?;
+        status.disabled = super::target_state::disabled(conn, &name)?;
         targets.push(status);
     }
     Ok(targets)

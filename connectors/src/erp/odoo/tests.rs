@@ -65,6 +65,7 @@ async fn upsert(
         remote_ids: ids,
         idempotency_key: "pimsync-k",
         attempt: 1,
+        change: Default::default(),
     })
     .await
 }
@@ -77,6 +78,7 @@ async fn delete(c: &OdooConnector, key: &str, ids: &RemoteIds) -> Result<Applied
         remote_ids: ids,
         idempotency_key: "pimsync-d",
         attempt: 1,
+        change: Default::default(),
     })
     .await
 }

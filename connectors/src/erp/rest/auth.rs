@@ -305,7 +305,8 @@ fn prefixed(what: &str, mut error: ApplyError) -> ApplyError {
     match &mut error {
         ApplyError::Retryable { message, .. }
         | ApplyError::Throttled { message, .. }
-        | ApplyError::Permanent { message } => message.insert_str(0, &format!("{what}: ")),
+        | ApplyError::Permanent { message }
+        | ApplyError::Gone { message } => message.insert_str(0, &format!("{what}: ")),
     }
     error
 }

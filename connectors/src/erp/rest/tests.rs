@@ -236,6 +236,7 @@ async fn upsert(
         remote_ids: ids,
         idempotency_key: key,
         attempt: 1,
+        change: Default::default(),
     })
     .await
 }
@@ -248,6 +249,7 @@ async fn delete(c: &RestConnector, ids: &RemoteIds) -> Result<Applied, ApplyErro
         remote_ids: ids,
         idempotency_key: "pimsync-del",
         attempt: 1,
+        change: Default::default(),
     })
     .await
 }

@@ -135,6 +135,7 @@ async fn upsert(
         remote_ids: &ids,
         idempotency_key: "k",
         attempt: 1,
+        change: Default::default(),
     })
     .await
 }
@@ -148,6 +149,7 @@ async fn delete(c: &MagentoConnector, sku: &str) -> Result<Applied, ApplyError> 
         remote_ids: &ids,
         idempotency_key: "k",
         attempt: 1,
+        change: Default::default(),
     })
     .await
 }
@@ -464,6 +466,7 @@ async fn product_models_are_refused_clearly() {
             remote_ids: &ids,
             idempotency_key: "k",
             attempt: 1,
+            change: Default::default(),
         })
         .await;
     assert!(matches!(result, Err(ApplyError::Permanent { .. })));

@@ -155,6 +155,7 @@ pub async fn upsert_model(
             remote_ids,
             idempotency_key,
             attempt,
+            change: Default::default(),
         })
         .await
 }
@@ -172,6 +173,7 @@ pub async fn delete(
             remote_ids,
             idempotency_key: "pimsync-delete",
             attempt: 1,
+            change: Default::default(),
         })
         .await
 }
