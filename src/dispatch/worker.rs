@@ -36,13 +36,20 @@ struct Ctx {
     owner: String,
     limiter: RateLimiter,
     stats: Arc<DeliveryStats>,
-    /// Rows leased here and not yet settled (product key → leased hash), queued or being
-    /// applied: a lease that expired under a slow apply and came back is not started a
-    /// second time, and shutdown releases exactly these.
-    in_flight: std::sync::Mutex<HashMap<String, String>>,
+    /// Rows leased here and not yet settled, queued or being applied: a lease that expired
+    /// under a slow apply and came back is not started a second time, and shutdown
+    /// releases exactly these.
+    in_flight: std::sync::Mutex<HashMap<String, Held>>,
     /// The receiver said 410 Gone (or an operator disabled the target): no apply starts
     /// until the store says the target is enabled again.
     disabled: AtomicBool,
+}
+
+/// A row held here: the hash it was leased at, and whether the row was leased again (and
+/// refused) while it was held.
+struct Held {
+    hash: String,
+    leased_again: bool,
 }
 
 impl Worker {
@@ -241,20 +248,30 @@ impl Ctx {
     fn start(&self, lease: &Lease) -> bool {
         self.in_flight
             .lock()
-            .map(|mut held| {
-                if held.contains_key(&lease.product_key) {
+            .map(|mut held| match held.get_mut(&lease.product_key) {
+                Some(already) => {
+                    already.leased_again = true;
                     false
-                } else {
-                    held.insert(lease.product_key.clone(), lease.desired_hash.clone());
+                }
+                None => {
+                    let entry = Held {
+                        hash: lease.desired_hash.clone(),
+                        leased_again: false,
+                    };
+                    held.insert(lease.product_key.clone(), entry);
                     true
                 }
             })
             .unwrap_or(false)
     }
 
-    fn finish(&self, product_key: &str) {
-        if let Ok(mut held) = self.in_flight.lock() {
-            held.remove(product_key);
+    /// Lets go of a settled row. True if it was leased again (and refused) meanwhile: the
+    /// settle may have put it back to pending just before that lease, which then belongs
+    /// to no apply and would sit out its whole lease timeout; the caller hands it back.
+    fn finish(&self, product_key: &str) -> bool {
+        match self.in_flight.lock() {
+            Ok(mut held) => held.remove(product_key).is_some_and(|h| h.leased_again),
+            Err(_) => false,
         }
     }
 
@@ -262,7 +279,11 @@ impl Ctx {
     fn held(&self) -> Vec<(String, String)> {
         self.in_flight
             .lock()
-            .map(|held| held.iter().map(|(k, h)| (k.clone(), h.clone())).collect())
+            .map(|held| {
+                held.iter()
+                    .map(|(k, h)| (k.clone(), h.hash.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -389,7 +410,21 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
             tracing::warn!(target = %lease.target, product_key = %lease.product_key, idempotency_key = %lease.idempotency_key, %error, "cannot record the outcome; retried after the lease expires")
         }
     }
-    ctx.finish(&lease.product_key);
+    if ctx.finish(&lease.product_key) {
+        // Releasing is a no-op unless the row is still leased by this worker; if it is,
+        // it becomes pending and the loop leases it again as soon as this task ends.
+        let release = Settle {
+            target: lease.target.clone(),
+            product_key: lease.product_key.clone(),
+            leased_hash: lease.desired_hash.clone(),
+            owner: ctx.owner.clone(),
+            change_id: None,
+            outcome: Outcome::Released,
+        };
+        if let Err(error) = ctx.store.settle(release).await {
+            tracing::warn!(target = %lease.target, product_key = %lease.product_key, %error, "cannot hand back a lease taken twice; it expires by itself");
+        }
+    }
 }
 
 fn log_outcome(ctx: &Ctx, lease: &Lease, outcome: &Outcome) {

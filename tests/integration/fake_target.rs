@@ -110,11 +110,11 @@ impl FakeTarget {
 
     /// Holds every request until `open_gate`.
     pub fn close_gate(&self) {
-        let _ = self.gate.send(false);
+        self.gate.send_replace(false);
     }
 
     pub fn open_gate(&self) {
-        let _ = self.gate.send(true);
+        self.gate.send_replace(true);
     }
 
     pub fn received(&self) -> Vec<Received> {

@@ -173,6 +173,14 @@ pub fn count(path: &Path, sql: &str) -> i64 {
     db(path).query_row(sql, [], |row| row.get(0)).unwrap()
 }
 
+/// The first column of every row, as text.
+pub fn rows(path: &Path, sql: &str) -> Vec<String> {
+    let conn = db(path);
+    let mut statement = conn.prepare(sql).unwrap();
+    let rows = statement.query_map([], |row| row.get(0)).unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
 /// The targets a product was routed to: those still to apply it and those that have.
 pub fn routed_targets(path: &Path, key: &str) -> i64 {
     db(path)
