@@ -1,8 +1,8 @@
 //! The whole benchmark suite in one command, one table:
 //!
 //! ```sh
-//! cargo bench --bench suite              # about 5 minutes (1,000,000 products for scale)
-//! cargo bench --bench suite -- --quick   # about 1.5 minutes (shorter windows, 100,000 products)
+//! cargo bench --bench suite              # about 6 minutes (1,000,000 products for scale)
+//! cargo bench --bench suite -- --quick   # about 1 minute (shorter windows, 100,000 products)
 //! ```
 //!
 //! Durable ingest at 16, 64 and 256 connections; ingest while delivering to one loopback
