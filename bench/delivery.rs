@@ -7,9 +7,14 @@
 //!    hold an empty outbox and P `applied` rows.
 //! 2. Latency: with the gate open, one webhook at a time at a modest rate, each for a new
 //!    product; latency is from starting the POST to the fake receiving that product's PUT.
+//! 3. Coalescing: 1,000 edits of one product within one second (spread over 8
+//!    connections, versions rising); how many applies the target gets for it, with a target
+//!    answering at once and one answering after 100 ms.
 //!
 //! See `bench/README.md`.
 
+#[path = "delivery/coalescing.rs"]
+pub mod coalescing;
 #[path = "common/mod.rs"]
 mod common;
 #[path = "delivery/fake.rs"]
@@ -21,6 +26,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use coalescing::{print_coalescing, run_coalescing};
 use common::{
     Machine, SECRET, Server, VERSION, WEBHOOK_PATH, connect, count, cpu_seconds, machine, post,
     toml_path, write_json,
@@ -32,26 +38,33 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 const BODY_SIZE: usize = 1024;
-const GOAL_APPLIES_PER_S: f64 = 10_000.0;
-const GOAL_P50_MS: f64 = 10.0;
-const GOAL_P99_MS: f64 = 50.0;
+pub const GOAL_APPLIES_PER_S: f64 = 10_000.0;
+pub const GOAL_P50_MS: f64 = 10.0;
+pub const GOAL_P99_MS: f64 = 50.0;
+/// Applies of one product after 1,000 edits within a second.
+pub const GOAL_COALESCED_APPLIES: u64 = 2;
 const USAGE: &str = "usage: cargo bench --bench delivery -- [--products 20000] \
                      [--concurrency 16,32,64] [--connections 32] [--latency-rate 200] \
-                     [--latency-seconds 10] [--timeout 120] [--json PATH] [--dir DIR]";
+                     [--latency-seconds 10] [--coalesce-edits 1000] [--coalesce-delays-ms 0,100] \
+                     [--no-coalescing] [--timeout 120] [--json PATH] [--dir DIR]";
 
-struct Args {
-    products: u64,
+pub struct Args {
+    pub products: u64,
     /// `delivery.concurrency` of the target, one throughput run each; the latency run
     /// uses the last.
-    concurrency: Vec<usize>,
+    pub concurrency: Vec<usize>,
     /// Keep-alive connections that ingest the products of a throughput run.
-    connections: usize,
-    latency_rate: f64,
-    latency_seconds: f64,
+    pub connections: usize,
+    pub latency_rate: f64,
+    pub latency_seconds: f64,
     /// How long a run may wait for every product to reach the fake.
-    timeout: Duration,
-    json: PathBuf,
-    dir: PathBuf,
+    pub timeout: Duration,
+    pub json: PathBuf,
+    pub dir: PathBuf,
+    /// Edits of one product sent within one second (0 = no coalescing run).
+    pub coalesce_edits: u64,
+    /// One coalescing run per target answer delay, in milliseconds.
+    pub coalesce_delays_ms: Vec<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -64,6 +77,8 @@ fn parse_args() -> Result<Args, String> {
         timeout: Duration::from_secs(120),
         json: Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results/delivery.json"),
         dir: std::env::temp_dir(),
+        coalesce_edits: 1000,
+        coalesce_delays_ms: vec![0, 100],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -83,6 +98,13 @@ fn parse_args() -> Result<Args, String> {
             "--connections" => args.connections = positive(value()?)? as usize,
             "--latency-rate" => args.latency_rate = positive(value()?)?,
             "--latency-seconds" => args.latency_seconds = positive(value()?)?,
+            "--coalesce-edits" => args.coalesce_edits = positive(value()?)? as u64,
+            "--coalesce-delays-ms" => {
+                args.coalesce_delays_ms = (value()?.split(','))
+                    .map(|n| n.trim().parse::<u64>().map_err(|e| format!("{flag}: {e}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--no-coalescing" => args.coalesce_edits = 0,
             "--timeout" => args.timeout = Duration::from_secs_f64(positive(value()?)?),
             "--json" => args.json = PathBuf::from(value()?),
             "--dir" => args.dir = PathBuf::from(value()?),
@@ -99,50 +121,50 @@ fn parse_args() -> Result<Args, String> {
 }
 
 #[derive(Serialize)]
-struct Throughput {
-    concurrency: usize,
-    products: u64,
-    ingest_per_s: f64,
+pub struct Throughput {
+    pub concurrency: usize,
+    pub products: u64,
+    pub ingest_per_s: f64,
     /// Answers other than 202 while ingesting (each was retried until 202).
-    ingest_retries: u64,
+    pub ingest_retries: u64,
     /// Requests waiting at the gate when it opened.
-    held_at_gate: u64,
+    pub held_at_gate: u64,
     /// From opening the gate to the last product's first request reaching the fake.
-    deliver_seconds: f64,
-    applies_per_s: f64,
+    pub deliver_seconds: f64,
+    pub applies_per_s: f64,
     /// From opening the gate until the outbox is empty (every outcome committed).
-    settle_seconds: f64,
-    settled_per_s: f64,
+    pub settle_seconds: f64,
+    pub settled_per_s: f64,
     /// Requests the fake received: more than `products` means some were sent twice.
-    requests: u64,
+    pub requests: u64,
     /// CPU time from opening the gate until the outbox was empty, in % of one core.
-    daemon_cpu_pct: f64,
+    pub daemon_cpu_pct: f64,
     /// This process: the fake target (and the outbox polling).
-    bench_cpu_pct: f64,
-    outbox_rows_after: u64,
-    applied_rows_after: u64,
-    verified: bool,
-    daemon_exit_ok: bool,
+    pub bench_cpu_pct: f64,
+    pub outbox_rows_after: u64,
+    pub applied_rows_after: u64,
+    pub verified: bool,
+    pub daemon_exit_ok: bool,
 }
 
 #[derive(Serialize)]
-struct Latency {
-    concurrency: usize,
-    samples: u64,
-    rate_per_s: f64,
+pub struct Latency {
+    pub concurrency: usize,
+    pub samples: u64,
+    pub rate_per_s: f64,
     /// Starting the POST to the fake receiving the product's PUT.
-    p50_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
     /// Starting the POST to its 202 (the durable commit), for comparison.
-    ack_p50_ms: f64,
-    ack_p99_ms: f64,
-    daemon_cpu_pct: f64,
-    outbox_rows_after: u64,
-    applied_rows_after: u64,
-    verified: bool,
-    daemon_exit_ok: bool,
+    pub ack_p50_ms: f64,
+    pub ack_p99_ms: f64,
+    pub daemon_cpu_pct: f64,
+    pub outbox_rows_after: u64,
+    pub applied_rows_after: u64,
+    pub verified: bool,
+    pub daemon_exit_ok: bool,
 }
 
 fn main() -> ExitCode {
@@ -192,7 +214,24 @@ fn main() -> ExitCode {
         }
     };
 
+    let mut coalescing = Vec::new();
+    if args.coalesce_edits > 0 {
+        for &delay in &args.coalesce_delays_ms {
+            match run_coalescing(&runtime, &args, delay) {
+                Ok(run) => {
+                    failed |= !run.last_state_applied || !run.daemon_exit_ok;
+                    coalescing.push(run);
+                }
+                Err(error) => {
+                    eprintln!("!!! coalescing, target delay {delay} ms: FAILED: {error}");
+                    failed = true;
+                }
+            }
+        }
+    }
+
     print_tables(&throughput, latency.as_ref());
+    print_coalescing(&coalescing);
     let report = serde_json::json!({
         "benchmark": "delivery",
         "pimsync_version": VERSION,
@@ -202,9 +241,11 @@ fn main() -> ExitCode {
             "applies_per_s": GOAL_APPLIES_PER_S,
             "latency_p50_ms": GOAL_P50_MS,
             "latency_p99_ms": GOAL_P99_MS,
+            "coalesced_applies": GOAL_COALESCED_APPLIES,
         },
         "throughput": throughput,
         "latency": latency,
+        "coalescing": coalescing,
     });
     let json = args.json.display();
     match write_json(&args.json, &report) {
@@ -252,14 +293,14 @@ fn webhook(key: &str, seq: u64, base_us: i64) -> SignedRequest {
         key,
         family: if seq % 2 == 0 { "chairs" } else { "tables" },
         updated_us: base_us + seq as i64,
-        price_cents: 1000 + (seq % 9000) as i64,
+        price_cents: webhook_price(seq),
         stock: (seq % 100) as i64,
         body_size: BODY_SIZE,
     };
     simulate::akeneo_product_updated(SECRET, simulate::unix_now(), &edit)
 }
 
-fn run_throughput(
+pub fn run_throughput(
     runtime: &tokio::runtime::Runtime,
     args: &Args,
     concurrency: usize,
@@ -416,7 +457,7 @@ async fn ingest_all(
     Ok(retries)
 }
 
-fn run_latency(
+pub fn run_latency(
     runtime: &tokio::runtime::Runtime,
     args: &Args,
     concurrency: usize,
@@ -568,4 +609,9 @@ fn print_tables(throughput: &[Throughput], latency: Option<&Latency>) {
         ],
         &widths,
     );
+}
+
+/// The price `webhook` gives edit `seq`, in cents.
+fn webhook_price(seq: u64) -> i64 {
+    1000 + (seq % 9000) as i64
 }

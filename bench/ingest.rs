@@ -6,6 +6,10 @@
 
 #[path = "common/mod.rs"]
 mod common;
+// The delivery benchmark's fake target, for the level that ingests while delivering.
+#[allow(dead_code)]
+#[path = "delivery/fake.rs"]
+mod fake;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,6 +18,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use common::{
     Machine, SECRET, Server, VERSION, WEBHOOK_PATH, connect, count, cpu_seconds, machine, post,
     toml_path, write_json,
@@ -31,18 +37,37 @@ const KEYSPACE: u64 = 100_000;
 /// More non-202 answers than this fraction of all answers fails the run.
 const MAX_NOT_ACCEPTED: f64 = 0.001;
 const USAGE: &str = "usage: cargo bench --bench ingest -- [--connections 16,64,256] \
-                     [--seconds 10] [--warmup 2] [--json PATH] [--dir DIR] [--no-baseline]";
+                     [--seconds 10] [--warmup 2] [--json PATH] [--dir DIR] [--no-baseline] \
+                     [--no-delivering]";
+/// Connections of the level that ingests while delivering to one loopback target.
+pub const DELIVERING_CONNECTIONS: usize = 64;
+pub const GOAL_REQ_PER_S_64: f64 = 25_000.0;
+pub const GOAL_P99_MS_64: f64 = 25.0;
+pub const GOAL_DELIVERING_REQ_PER_S: f64 = 15_000.0;
 
-struct Args {
-    connections: Vec<usize>,
-    seconds: f64,
-    warmup: f64,
-    json: PathBuf,
+pub struct Args {
+    pub connections: Vec<usize>,
+    pub seconds: f64,
+    pub warmup: f64,
+    pub json: PathBuf,
     /// Where each level's database directory is created (fsync cost depends on the disk).
-    dir: PathBuf,
+    pub dir: PathBuf,
     /// Also run 64 connections with one request per transaction (`store.max_batch = 1`),
     /// the design group commit replaces, as a baseline measured in the same run.
-    baseline: bool,
+    pub baseline: bool,
+    /// Also run 64 connections while the daemon delivers every change to one loopback
+    /// `http` target (answering at once), instead of three throttled log targets.
+    pub delivering: bool,
+}
+
+/// What a level's daemon delivers to while it ingests.
+#[derive(Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Targets {
+    /// Three `log` targets throttled to a trickle: ingest alone.
+    ThreeThrottledLogs,
+    /// One `http` target on a loopback fake answering at once, delivering at full speed.
+    OneLoopbackHttp,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -53,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         json: Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results/ingest.json"),
         dir: std::env::temp_dir(),
         baseline: true,
+        delivering: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -76,6 +102,7 @@ fn parse_args() -> Result<Args, String> {
             "--json" => args.json = PathBuf::from(value()?),
             "--dir" => args.dir = PathBuf::from(value()?),
             "--no-baseline" => args.baseline = false,
+            "--no-delivering" => args.delivering = false,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -89,27 +116,31 @@ fn parse_args() -> Result<Args, String> {
 }
 
 #[derive(Serialize)]
-struct Level {
-    connections: usize,
+pub struct Level {
+    pub connections: usize,
+    pub targets: Targets,
     /// The daemon's `store.max_batch`: 1 is the one-row-per-transaction baseline.
-    max_batch: usize,
+    pub max_batch: usize,
     /// Answers completed inside the measured window (after warmup).
-    requests: u64,
-    req_per_s: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
+    pub requests: u64,
+    pub req_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
     /// Answers other than 202 over the whole level (warmup included), by status or error.
-    non_202: u64,
-    non_202_by_status: BTreeMap<String, u64>,
+    pub non_202: u64,
+    pub non_202_by_status: BTreeMap<String, u64>,
     /// 202s over the whole level (warmup included): each must be a row in the inbox.
-    accepted_total: u64,
-    inbox_rows: u64,
-    inbox_verified: bool,
+    pub accepted_total: u64,
+    pub inbox_rows: u64,
+    pub inbox_verified: bool,
     /// CPU time over the measured window, in % of one core.
-    server_cpu_pct: f64,
-    loadgen_cpu_pct: f64,
-    daemon_exit_ok: bool,
+    pub server_cpu_pct: f64,
+    pub loadgen_cpu_pct: f64,
+    pub daemon_exit_ok: bool,
+    /// Applies the loopback target received in the measured window (delivering levels).
+    pub applies: Option<u64>,
+    pub applies_per_s: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -135,12 +166,18 @@ fn main() -> ExitCode {
 
     let mut levels = Vec::new();
     let mut failed = false;
-    let mut runs: Vec<(usize, usize)> = args.connections.iter().map(|&c| (c, 1024)).collect();
+    let throttled = Targets::ThreeThrottledLogs;
+    let mut runs: Vec<(usize, usize, Targets)> = (args.connections.iter())
+        .map(|&c| (c, 1024, throttled))
+        .collect();
     if args.baseline {
-        runs.push((64, 1));
+        runs.push((64, 1, throttled));
     }
-    for (connections, max_batch) in runs {
-        match run_level(&runtime, &args, connections, max_batch) {
+    if args.delivering {
+        runs.push((DELIVERING_CONNECTIONS, 1024, Targets::OneLoopbackHttp));
+    }
+    for (connections, max_batch, targets) in runs {
+        match run_level(&runtime, &args, connections, max_batch, targets) {
             Ok(level) => {
                 failed |= check(&level);
                 levels.push(level);
@@ -161,6 +198,11 @@ fn main() -> ExitCode {
         "warmup_seconds": args.warmup,
         "body_size": BODY_SIZE,
         "keyspace": KEYSPACE,
+        "goals": {
+            "req_per_s_at_64": GOAL_REQ_PER_S_64,
+            "p99_ms_at_64": GOAL_P99_MS_64,
+            "req_per_s_while_delivering": GOAL_DELIVERING_REQ_PER_S,
+        },
         "levels": levels,
     });
     let json = args.json.display();
@@ -179,7 +221,7 @@ fn main() -> ExitCode {
 }
 
 /// Reports a level's problems loudly; true if the level fails the run.
-fn check(level: &Level) -> bool {
+pub fn check(level: &Level) -> bool {
     let n = level.connections;
     let mut failed = false;
     if level.non_202 > 0 {
@@ -207,25 +249,39 @@ fn check(level: &Level) -> bool {
     failed
 }
 
-fn run_level(
+pub fn run_level(
     runtime: &tokio::runtime::Runtime,
     args: &Args,
     connections: usize,
     max_batch: usize,
+    targets: Targets,
 ) -> Result<Level, String> {
     let dir = tempfile::Builder::new()
         .prefix("pimsync-bench-")
         .tempdir_in(&args.dir)
         .map_err(|e| format!("creating a directory in {}: {e}", args.dir.display()))?;
     let db = dir.path().join("bench.db");
-    let mut server = Server::start(dir.path(), &config_toml(&db, max_batch))?;
+    let fake = match targets {
+        Targets::ThreeThrottledLogs => None,
+        Targets::OneLoopbackHttp => Some(runtime.block_on(fake::Fake::start(true))?),
+    };
+    let config = match &fake {
+        None => config_toml(&db, max_batch),
+        Some(fake) => config_delivering(&db, max_batch, fake.addr),
+    };
+    let mut server = Server::start(dir.path(), &config)?;
     let (pid, addr) = (server.pid(), server.addr);
-    println!("{connections} connections, max_batch {max_batch}: daemon pid {pid} on {addr}");
+    let what = match targets {
+        Targets::ThreeThrottledLogs => "",
+        Targets::OneLoopbackHttp => ", delivering to one loopback http target",
+    };
+    println!("{connections} connections, max_batch {max_batch}{what}: daemon pid {pid} on {addr}");
 
     let warmup = Duration::from_secs_f64(args.warmup);
     let measure = Duration::from_secs_f64(args.seconds);
-    let (tally, server_cpu, loadgen_cpu) =
-        runtime.block_on(drive(addr, pid, connections, warmup, measure));
+    let applied = fake.as_ref().map(|f| &f.state.requests);
+    let (tally, server_cpu, loadgen_cpu, applies) =
+        runtime.block_on(drive(addr, pid, connections, warmup, measure, applied));
     let exit = server.stop()?;
     if !exit.success() {
         eprintln!("daemon {exit}; its stderr ends:\n{}", server.stderr_tail());
@@ -237,6 +293,7 @@ fn run_level(
     let seconds = measure.as_secs_f64();
     let level = Level {
         connections,
+        targets,
         max_batch,
         requests: hist.len(),
         req_per_s: hist.len() as f64 / seconds,
@@ -251,9 +308,14 @@ fn run_level(
         server_cpu_pct: server_cpu * 100.0 / seconds,
         loadgen_cpu_pct: loadgen_cpu * 100.0 / seconds,
         daemon_exit_ok: exit.success(),
+        applies,
+        applies_per_s: applies.map(|n| n as f64 / seconds),
     };
     let (requests, rate, acked) = (level.requests, level.req_per_s, level.accepted_total);
     println!("  {requests} measured ({rate:.0}/s), {acked} got 202, {inbox_rows} in the inbox");
+    if let Some(applies) = applies {
+        println!("  {applies} applies at the target in the measured window");
+    }
     Ok(level)
 }
 
@@ -281,6 +343,31 @@ path = "{WEBHOOK_PATH}"
 format = "akeneo"
 secret = "bench-secret"
 {targets}"#
+    )
+}
+
+/// One `http` target on the loopback fake, delivering at full speed (no rate limit).
+fn config_delivering(db: &Path, max_batch: usize, fake: SocketAddr) -> String {
+    let db = toml_path(db);
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+[store]
+path = {db}
+max_batch = {max_batch}
+[[sources]]
+name = "akeneo"
+path = "{WEBHOOK_PATH}"
+format = "akeneo"
+secret = "bench-secret"
+[[targets]]
+name = "fake"
+kind = "http"
+[targets.http]
+base_url = "http://{fake}"
+[targets.delivery]
+concurrency = 64
+"#
     )
 }
 
@@ -315,14 +402,16 @@ impl Tally {
 }
 
 /// Runs `connections` closed loops through warmup and the measured window; returns their
-/// tally and the daemon's and this process's CPU seconds over the window.
+/// tally, the daemon's and this process's CPU seconds over the window, and how much
+/// `applied` (the fake target's request counter) grew over the window.
 async fn drive(
     addr: SocketAddr,
     server_pid: u32,
     connections: usize,
     warmup: Duration,
     measure: Duration,
-) -> (Tally, f64, f64) {
+    applied: Option<&AtomicU64>,
+) -> (Tally, f64, f64, Option<u64>) {
     let start = Instant::now();
     let window = (start + warmup, start + warmup + measure);
     let keys = (KEYSPACE / connections as u64).max(1);
@@ -331,10 +420,13 @@ async fn drive(
         .map(|conn| tokio::spawn(connection_loop(addr, conn, keys, base_us, window)))
         .collect();
     let cpu = || (cpu_seconds(server_pid), cpu_seconds(std::process::id()));
+    let applies = || applied.map(|n| n.load(Ordering::Relaxed));
     tokio::time::sleep_until(window.0).await;
     let before = cpu();
+    let applies_before = applies();
     tokio::time::sleep_until(window.1).await;
     let after = cpu();
+    let applies_after = applies();
     let mut total = Tally::new();
     for task in tasks {
         match task.await {
@@ -345,7 +437,8 @@ async fn drive(
             }
         }
     }
-    (total, after.0 - before.0, after.1 - before.1)
+    let applies = applies_after.zip(applies_before).map(|(a, b)| a - b);
+    (total, after.0 - before.0, after.1 - before.1, applies)
 }
 
 /// One keep-alive connection sending webhooks back to back until the window closes.
@@ -403,13 +496,13 @@ async fn connection_loop(
     tally
 }
 
-fn print_table(levels: &[Level]) {
+pub fn print_table(levels: &[Level]) {
     let row = |cells: &[String]| {
-        let widths = [11, 9, 9, 9, 8, 8, 8, 8, 24, 8, 8];
+        let widths = [11, 9, 9, 9, 8, 8, 8, 8, 24, 8, 8, 22];
         let cells = cells.iter().zip(widths).map(|(c, w)| format!("{c:>w$}"));
         println!("{}", cells.collect::<Vec<_>>().join(" "));
     };
-    let header = "connections|max_batch|requests|req/s|p50 ms|p99 ms|max ms|non-202|inbox rows ≥ 202s|srv CPU|gen CPU";
+    let header = "connections|max_batch|requests|req/s|p50 ms|p99 ms|max ms|non-202|inbox rows ≥ 202s|srv CPU|gen CPU|delivering (applies/s)";
     println!();
     row(&header.split('|').map(str::to_owned).collect::<Vec<_>>());
     for l in levels {
@@ -426,6 +519,8 @@ fn print_table(levels: &[Level]) {
             format!("{} ≥ {} {verdict}", l.inbox_rows, l.accepted_total),
             format!("{:.0}%", l.server_cpu_pct),
             format!("{:.0}%", l.loadgen_cpu_pct),
+            l.applies_per_s
+                .map_or("no (throttled logs)".to_owned(), |r| format!("{r:.0}")),
         ]);
     }
 }

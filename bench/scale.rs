@@ -24,25 +24,32 @@ use serde::Serialize;
 const USAGE: &str = "usage: cargo bench --bench scale -- [--products N] [--concurrency N] \
 [--drain-limit SECONDS] [--dir DIR] [--json PATH]";
 const TARGETS: [&str; 3] = ["shop", "marketplace", "erp"];
-const RSS_GOAL_MIB: f64 = 64.0;
-const READY_GOAL_S: f64 = 1.0;
+pub const RSS_GOAL_MIB: f64 = 64.0;
+pub const READY_GOAL_S: f64 = 1.0;
 
-struct Args {
-    products: u64,
-    concurrency: usize,
-    drain_limit: f64,
-    dir: PathBuf,
-    json: PathBuf,
+pub struct Args {
+    pub products: u64,
+    pub concurrency: usize,
+    pub drain_limit: f64,
+    pub dir: PathBuf,
+    pub json: PathBuf,
+}
+
+impl Args {
+    /// The defaults: 1,000,000 products, concurrency 64 per target.
+    pub fn defaults() -> Args {
+        Args {
+            products: 1_000_000,
+            concurrency: 64,
+            drain_limit: 1800.0,
+            dir: std::env::temp_dir(),
+            json: Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results/scale.json"),
+        }
+    }
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        products: 1_000_000,
-        concurrency: 64,
-        drain_limit: 1800.0,
-        dir: std::env::temp_dir(),
-        json: Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results/scale.json"),
-    };
+    let mut args = Args::defaults();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
@@ -78,26 +85,26 @@ fn parse_args() -> Result<Args, String> {
 }
 
 #[derive(Serialize)]
-struct Results {
-    products: u64,
-    targets: usize,
-    outbox_rows: u64,
-    concurrency_per_target: usize,
-    db_bytes: u64,
-    build_db_s: f64,
-    start_to_ready_s: f64,
-    ready_goal_s: f64,
+pub struct Results {
+    pub products: u64,
+    pub targets: usize,
+    pub outbox_rows: u64,
+    pub concurrency_per_target: usize,
+    pub db_bytes: u64,
+    pub build_db_s: f64,
+    pub start_to_ready_s: f64,
+    pub ready_goal_s: f64,
     /// Peak resident memory of the daemon over the run (VmHWM).
-    peak_rss_mib: f64,
-    rss_goal_mib: f64,
+    pub peak_rss_mib: f64,
+    pub rss_goal_mib: f64,
     /// RSS samples while draining: min / median / last.
-    rss_samples_mib: Vec<f64>,
-    drained: bool,
-    applies: u64,
-    drain_s: f64,
-    applies_per_s: f64,
-    nproc: usize,
-    cpu_model: String,
+    pub rss_samples_mib: Vec<f64>,
+    pub drained: bool,
+    pub applies: u64,
+    pub drain_s: f64,
+    pub applies_per_s: f64,
+    pub nproc: usize,
+    pub cpu_model: String,
 }
 
 fn main() -> ExitCode {
@@ -108,18 +115,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
+    match run_blocking(args) {
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("scale: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs the benchmark on its own runtime (the fake target gets one worker thread).
+pub fn run_blocking(args: Args) -> Result<Results, String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    runtime.block_on(run(args))
 }
 
 /// The fast fake target: counts PUTs and answers 200 at once.
@@ -310,7 +322,7 @@ fn outbox_rows(db: &Path) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(args: Args) -> Result<Results, String> {
     let dir = tempfile::Builder::new()
         .prefix("pimsync-scale-")
         .tempdir_in(&args.dir)
@@ -432,7 +444,7 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .map_err(|e| format!("{}: {e}", args.json.display()))?;
     println!("written to {}", args.json.display());
-    Ok(())
+    Ok(results)
 }
 
 fn print_table(r: &Results) {

@@ -54,8 +54,16 @@ log = { path = "/nonexistent/shop.jsonl" }
 
 /// The headers each format reads, per source index.
 pub const HEADERS: [&[&str]; 4] = [
-    &["x-akeneo-request-timestamp", "x-akeneo-request-signature", "content-type"],
-    &["x-akeneo-signature-primary", "x-akeneo-signature-secondary", "content-type"],
+    &[
+        "x-akeneo-request-timestamp",
+        "x-akeneo-request-signature",
+        "content-type",
+    ],
+    &[
+        "x-akeneo-signature-primary",
+        "x-akeneo-signature-secondary",
+        "content-type",
+    ],
     &["webhook-id", "webhook-timestamp", "webhook-signature"],
     &["x-hub-signature-256", "x-github-delivery", "content-type"],
 ];

@@ -399,3 +399,52 @@ async fn sigkill_mid_delivery_loses_nothing_and_redelivers_with_the_same_key() {
         );
     }
 }
+
+/// A product edited faster than its applies finish: each outcome commits the row back to
+/// pending for the newer state, and the worker may lease it again before the finished
+/// apply has let go of it. That lease must wait for it, not be dropped (which left the row
+/// leased and undelivered until `lease_timeout`, 30 s here; found by the coalescing
+/// benchmark).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_product_edited_while_its_applies_settle_is_never_stranded() {
+    let fake = FakeTarget::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        &delivery_config_text(dir.path(), &fake.base_url(), ""),
+    );
+    let sender = Sender::default();
+    const EDITS: i64 = 600;
+    const SENDERS: i64 = 8;
+    let daemon = std::sync::Arc::new(daemon);
+    let tasks: Vec<_> = (0..SENDERS)
+        .map(|first| {
+            let (sender, daemon) = (sender.clone(), daemon.clone());
+            tokio::spawn(async move {
+                for n in (first..EDITS).step_by(SENDERS as usize) {
+                    send(&sender, &daemon, &edit("HOT", 1_000 + n, 100 + n)).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let last = format!("{}.{:02}", (99 + EDITS) / 100, (99 + EDITS) % 100);
+    fake.wait_for(Duration::from_secs(10), "the last edit applied", |f| {
+        f.current_state().get("HOT").map(|b| price(b)) == Some(last.clone())
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while outbox_rows(&daemon) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox row never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "{EDITS} edits of one product: {} applies",
+        fake.received().len()
+    );
+}

@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod delivery;
 mod durability;
+mod fuzz_corpus;
 mod mutation;
 mod ops;
 mod pull;
