@@ -93,13 +93,6 @@ impl Worker {
         // Two rounds of work at most, so queued rows never wait long on their lease.
         let ahead = (2 * delivery.concurrency).clamp(1, delivery.batch.max(1));
         let mut queue: VecDeque<Lease> = VecDeque::new();
-        // Rows leased again while still held here (product key → the new lease). This
-        // happens when an apply's outcome has committed (the row went back to pending for
-        // a newer state and was leased again) but its task has not let go of the row yet,
-        // or when a lease expired under a slow apply. Such a lease is ours until it
-        // expires, so it must not be dropped: it starts once the apply holding the row
-        // is done (dropping it stranded the row until `lease_timeout`).
-        let mut deferred: HashMap<String, Lease> = HashMap::new();
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut try_lease = true;
         let history = self.ctx.target.keeps_history();
@@ -122,15 +115,6 @@ impl Worker {
                 checked = std::time::Instant::now();
             }
             while tasks.try_join_next().is_some() {}
-            if !deferred.is_empty() {
-                for (key, lease) in std::mem::take(&mut deferred) {
-                    if self.ctx.start(&lease) {
-                        queue.push_back(lease);
-                    } else {
-                        deferred.insert(key, lease);
-                    }
-                }
-            }
             while let Some(lease) = queue.pop_front() {
                 match self.permits.clone().try_acquire_owned() {
                     Ok(permit) => {
@@ -172,11 +156,11 @@ impl Worker {
                     Ok(leases) => {
                         let got = leases.len();
                         for lease in leases {
-                            // Never start a row twice: a row still held here waits.
+                            // A row whose lease expired under an apply still running here
+                            // comes back: that apply settles it; never start it twice (see
+                            // `Ctx::finish` for a row that comes back after its settle).
                             if self.ctx.start(&lease) {
                                 queue.push_back(lease);
-                            } else {
-                                deferred.insert(lease.product_key.clone(), lease);
                             }
                         }
                         try_lease = got == room;
@@ -211,14 +195,7 @@ impl Worker {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
-        let mut held = self.ctx.held();
-        // Leases waiting for their row to be let go: released too, unless the row is
-        // still held (its release above covers it: same row, same owner).
-        for (key, lease) in deferred {
-            if !held.iter().any(|(k, _)| *k == key) {
-                held.push((key, lease.desired_hash));
-            }
-        }
+        let held = self.ctx.held();
         if !held.is_empty() {
             tracing::info!(target = %name, rows = held.len(), "releasing leases not applied before shutdown");
         }
