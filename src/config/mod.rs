@@ -188,6 +188,10 @@ pub struct DeliveryConfig {
     pub batch: usize,
     /// One apply (all its HTTP calls) may take at most this long.
     pub request_timeout: Duration,
+    /// Least time between two applies of one product: edits in between coalesce into the
+    /// next apply. A lone edit is applied at once; a burst costs the target two calls per
+    /// interval at most. Zero applies every change as soon as the previous apply is done.
+    pub min_interval: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -203,6 +207,7 @@ impl Default for DeliveryConfig {
             lease_timeout: Duration::from_secs(300),
             batch: 256,
             request_timeout: Duration::from_secs(30),
+            min_interval: Duration::from_secs(1),
         }
     }
 }

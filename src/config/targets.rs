@@ -226,6 +226,7 @@ fn read_delivery(mut d: Section<'_, '_>) -> Option<DeliveryConfig> {
     let lease_timeout = d.duration("lease_timeout", default.lease_timeout);
     let batch = d.integer("batch", default.batch as u64);
     let request_timeout = d.duration("request_timeout", default.request_timeout);
+    let min_interval = d.duration("min_interval", default.min_interval);
     let mut ok = true;
     let mut check = |good: bool, key: &str, message: &str| {
         if !good {
@@ -273,6 +274,11 @@ fn read_delivery(mut d: Section<'_, '_>) -> Option<DeliveryConfig> {
         "request_timeout",
         "must be shorter than lease_timeout, or a slow apply would be taken twice",
     );
+    check(
+        min_interval <= std::time::Duration::from_secs(86_400),
+        "min_interval",
+        "must be at most 1 day",
+    );
     d.finish();
     ok.then_some(DeliveryConfig {
         concurrency: concurrency as usize,
@@ -285,6 +291,7 @@ fn read_delivery(mut d: Section<'_, '_>) -> Option<DeliveryConfig> {
         lease_timeout,
         batch: batch as usize,
         request_timeout,
+        min_interval,
     })
 }
 

@@ -96,6 +96,12 @@ impl Worker {
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut try_lease = true;
         let history = self.ctx.target.keeps_history();
+        // A target that gets every change gets each as soon as it can.
+        let spacing_ms = if history {
+            0
+        } else {
+            delivery.min_interval.as_millis() as i64
+        };
         tracing::info!(target = %name, kind = self.ctx.connector.kind(), "delivery worker started");
         self.check_disabled(true).await;
         let mut checked = std::time::Instant::now();
@@ -150,7 +156,7 @@ impl Worker {
                 match self
                     .ctx
                     .store
-                    .lease(&name, &self.ctx.owner, room, lease_ms, history)
+                    .lease(&name, &self.ctx.owner, room, lease_ms, spacing_ms, history)
                     .await
                 {
                     Ok(leases) => {

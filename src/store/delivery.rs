@@ -92,17 +92,28 @@ impl Store {
     /// leased rows whose lease expired (their dispatcher died). With `history` (a target
     /// that gets every change), each lease carries the product's oldest undelivered change
     /// when there is one.
+    ///
+    /// A row due sooner than `spacing_ms` after its product's last apply to this target is
+    /// not leased but moved to that time (`delivery.min_interval`): the edits until then
+    /// coalesce into one apply.
+    #[allow(clippy::too_many_arguments)]
     pub async fn lease(
         &self,
         target: &str,
         owner: &str,
         limit: usize,
         lease_ms: i64,
+        spacing_ms: i64,
         history: bool,
     ) -> Result<Vec<Lease>, StoreError> {
         let (target, owner) = (target.to_owned(), owner.to_owned());
+        let timing = LeaseTiming {
+            now: now_ms(),
+            lease_ms,
+            spacing_ms,
+        };
         self.write(move |conn| {
-            let mut leases = lease(conn, &target, &owner, limit, lease_ms, now_ms())?;
+            let mut leases = lease(conn, &target, &owner, limit, timing)?;
             if history {
                 for lease in &mut leases {
                     take_history(conn, lease)?;
@@ -156,14 +167,26 @@ impl Store {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+struct LeaseTiming {
+    now: i64,
+    lease_ms: i64,
+    /// Least time between two applies of a product (0: none).
+    spacing_ms: i64,
+}
+
 fn lease(
     conn: &Connection,
     target: &str,
     owner: &str,
     limit: usize,
-    lease_ms: i64,
-    now: i64,
+    timing: LeaseTiming,
 ) -> Result<Vec<Lease>, StoreError> {
+    let LeaseTiming {
+        now,
+        lease_ms,
+        spacing_ms,
+    } = timing;
     let mut due = conn.prepare_cached(
         "SELECT product_key, desired_hash, idempotency_key, attempts FROM outbox
          WHERE target = ?1 AND state = 'pending' AND next_attempt_at <= ?2
@@ -185,7 +208,12 @@ fn lease(
         "SELECT kind, deleted, snapshot, version, updated_at FROM products WHERE product_key = ?1",
     )?;
     let mut applied = conn.prepare_cached(
-        "SELECT hash, remote_ids FROM applied WHERE target = ?1 AND product_key = ?2",
+        "SELECT hash, remote_ids, applied_at FROM applied WHERE target = ?1 AND product_key = ?2",
+    )?;
+    let mut postpone = conn.prepare_cached(
+        "UPDATE outbox SET state = 'pending', next_attempt_at = ?3, lease_owner = NULL,
+                           lease_until = NULL, leased_hash = NULL
+         WHERE target = ?1 AND product_key = ?2",
     )?;
     let mut variants = conn.prepare_cached(
         "SELECT product_key, snapshot FROM products
@@ -193,6 +221,22 @@ fn lease(
     )?;
     let mut leases = Vec::with_capacity(rows.len());
     for (key, desired_hash, idempotency_key, attempts) in rows {
+        let last = applied
+            .query_row(params![target, key], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
+            .optional()?;
+        if let Some((_, _, applied_at)) = &last {
+            let not_before = applied_at.saturating_add(spacing_ms);
+            if spacing_ms > 0 && not_before > now {
+                postpone.execute(params![target, key, not_before])?;
+                continue;
+            }
+        }
         mark.execute(params![target, key, owner, now + lease_ms])?;
         let (kind, deleted, snapshot, version, accepted_at) = product
             .query_row([&key], |row| {
@@ -206,12 +250,8 @@ fn lease(
             })
             .optional()?
             .unwrap_or_else(|| ("product".to_owned(), true, None, 0, 0));
-        let (applied_hash, remote_ids) = applied
-            .query_row(params![target, key], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })
-            .optional()?
-            .map(|(hash, ids)| (Some(hash), serde_json::from_str(&ids).unwrap_or_default()))
+        let (applied_hash, remote_ids) = last
+            .map(|(hash, ids, _)| (Some(hash), serde_json::from_str(&ids).unwrap_or_default()))
             .unwrap_or_default();
         let variants = if kind == "product_model" && !deleted {
             variants

@@ -32,7 +32,7 @@ fn settle(lease: &crate::store::Lease, owner: &str, outcome: Outcome) -> Settle 
 #[tokio::test]
 async fn a_leased_row_is_not_leased_twice_until_its_lease_expires() {
     let (_dir, store, _) = leased_store().await;
-    let first = store.lease("t", "w1", 10, 60_000, false).await.unwrap();
+    let first = store.lease("t", "w1", 10, 60_000, 0, false).await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(
         first[0].snapshot.as_deref().map(|s| s.contains("price")),
@@ -40,17 +40,17 @@ async fn a_leased_row_is_not_leased_twice_until_its_lease_expires() {
     );
     assert!(
         store
-            .lease("t", "w2", 10, 60_000, false)
+            .lease("t", "w2", 10, 60_000, 0, false)
             .await
             .unwrap()
             .is_empty()
     );
     // An expired lease (its dispatcher died) is taken again, with the same key.
-    let short = store.lease("t", "w1", 10, -1, false).await.unwrap();
+    let short = store.lease("t", "w1", 10, -1, 0, false).await.unwrap();
     assert!(short.is_empty(), "still held by the first lease");
     store.release_leases(vec!["t".into()]).await.unwrap();
-    let expired = store.lease("t", "w3", 10, -1, false).await.unwrap();
-    let again = store.lease("t", "w4", 10, 60_000, false).await.unwrap();
+    let expired = store.lease("t", "w3", 10, -1, 0, false).await.unwrap();
+    let again = store.lease("t", "w4", 10, 60_000, 0, false).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].idempotency_key, expired[0].idempotency_key);
     // The old holder can no longer settle it.
@@ -65,7 +65,7 @@ async fn a_leased_row_is_not_leased_twice_until_its_lease_expires() {
 async fn applied_rows_leave_the_outbox_unless_a_newer_state_arrived() {
     let (_dir, store, router) = leased_store().await;
     let lease = store
-        .lease("t", "w", 10, 60_000, false)
+        .lease("t", "w", 10, 60_000, 0, false)
         .await
         .unwrap()
         .remove(0);
@@ -89,7 +89,7 @@ async fn applied_rows_leave_the_outbox_unless_a_newer_state_arrived() {
         Settled::Superseded
     );
     let next = store
-        .lease("t", "w", 10, 60_000, false)
+        .lease("t", "w", 10, 60_000, 0, false)
         .await
         .unwrap()
         .remove(0);
@@ -115,7 +115,7 @@ async fn failures_count_towards_dead_but_throttling_does_not() {
         max_attempts: max,
     };
     let lease = store
-        .lease("t", "w", 10, 60_000, false)
+        .lease("t", "w", 10, 60_000, 0, false)
         .await
         .unwrap()
         .remove(0);
@@ -124,7 +124,7 @@ async fn failures_count_towards_dead_but_throttling_does_not() {
         Settled::Retrying
     );
     let lease = store
-        .lease("t", "w", 10, 60_000, false)
+        .lease("t", "w", 10, 60_000, 0, false)
         .await
         .unwrap()
         .remove(0);
@@ -138,7 +138,7 @@ async fn failures_count_towards_dead_but_throttling_does_not() {
         Settled::Retrying
     );
     let lease = store
-        .lease("t", "w", 10, 60_000, false)
+        .lease("t", "w", 10, 60_000, 0, false)
         .await
         .unwrap()
         .remove(0);
@@ -148,7 +148,7 @@ async fn failures_count_towards_dead_but_throttling_does_not() {
         Settled::Retrying
     );
     let lease = store
-        .lease("t", "w", 10, 60_000, false)
+        .lease("t", "w", 10, 60_000, 0, false)
         .await
         .unwrap()
         .remove(0);
@@ -158,7 +158,7 @@ async fn failures_count_towards_dead_but_throttling_does_not() {
     );
     assert!(
         store
-            .lease("t", "w", 10, 60_000, false)
+            .lease("t", "w", 10, 60_000, 0, false)
             .await
             .unwrap()
             .is_empty(),
@@ -172,7 +172,7 @@ async fn failures_count_towards_dead_but_throttling_does_not() {
 async fn retries_wait_for_their_time() {
     let (_dir, store, _) = leased_store().await;
     let lease = store
-        .lease("t", "w", 10, 60_000, false)
+        .lease("t", "w", 10, 60_000, 0, false)
         .await
         .unwrap()
         .remove(0);
@@ -185,7 +185,7 @@ async fn retries_wait_for_their_time() {
     store.settle(settle(&lease, "w", outcome)).await.unwrap();
     assert!(
         store
-            .lease("t", "w", 10, 60_000, false)
+            .lease("t", "w", 10, 60_000, 0, false)
             .await
             .unwrap()
             .is_empty()
@@ -207,7 +207,7 @@ async fn echoes_of_our_own_writes_are_ignored() {
         .await
         .unwrap();
     let lease = store
-        .lease("shop", "w", 10, 60_000, false)
+        .lease("shop", "w", 10, 60_000, 0, false)
         .await
         .unwrap()
         .remove(0);
@@ -244,4 +244,65 @@ async fn echoes_of_our_own_writes_are_ignored() {
     let outcome = store.ingest(edit, router).await.unwrap();
     assert_eq!((outcome.echoes, outcome.changed), (0, 1));
     store.close().await;
+}
+
+/// `delivery.min_interval`: a row due within the interval after its product's last apply
+/// is moved to the interval's end instead of leased, and edits meanwhile keep that time.
+#[tokio::test]
+async fn a_row_due_within_min_interval_of_the_last_apply_waits_for_its_end() {
+    let (dir, store, router) = leased_store().await;
+    const SPACING: i64 = 60_000;
+    let first = store
+        .lease("t", "w", 10, 60_000, SPACING, false)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1, "never applied: leased at once");
+    let applied = Outcome::Applied {
+        remote_ids: Default::default(),
+        called: true,
+    };
+    let done = store.settle(settle(&first[0], "w", applied)).await.unwrap();
+    assert_eq!(done, Settled::Done);
+    let next_attempt = || {
+        rusqlite::Connection::open(dir.path().join("pimsync.db"))
+            .unwrap()
+            .query_row(
+                "SELECT o.next_attempt_at - a.applied_at, o.state FROM outbox o
+                 JOIN applied a USING (target, product_key)",
+                [],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+            )
+            .unwrap()
+    };
+    for version in 2..5 {
+        let edit = request(None, vec![upsert("A", version, snapshot("f", version))]);
+        store.ingest(edit, router.clone()).await.unwrap();
+        let leased = store
+            .lease("t", "w", 10, 60_000, SPACING, false)
+            .await
+            .unwrap();
+        assert!(
+            leased.is_empty(),
+            "version {version} leased within the interval"
+        );
+        assert_eq!(
+            next_attempt(),
+            (SPACING, "pending".into()),
+            "version {version}"
+        );
+    }
+    // The interval passes (the clock is moved, not waited for): one apply, the last version.
+    rusqlite::Connection::open(dir.path().join("pimsync.db"))
+        .unwrap()
+        .execute_batch(
+            "UPDATE applied SET applied_at = applied_at - 60000;
+             UPDATE outbox SET next_attempt_at = next_attempt_at - 60000;",
+        )
+        .unwrap();
+    let leased = store
+        .lease("t", "w", 10, 60_000, SPACING, false)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].version, 4);
 }

@@ -75,19 +75,28 @@ async fn every_change_is_delivered_oldest_first_under_its_own_stable_key() {
     three_versions(&store, &router).await;
 
     // The coalescing target gets the latest state once.
-    let latest = store.lease("latest", "w", 10, 60_000, false).await.unwrap();
+    let latest = store
+        .lease("latest", "w", 10, 60_000, 0, false)
+        .await
+        .unwrap();
     assert_eq!(latest.len(), 1);
     assert_eq!((price(&latest[0]), latest[0].change_id), (30, None));
 
     let mut delivered = Vec::new();
     let mut keys = Vec::new();
     for round in 0..3 {
-        let lease = store.lease("history", "w", 10, 60_000, true).await.unwrap();
+        let lease = store
+            .lease("history", "w", 10, 60_000, 0, true)
+            .await
+            .unwrap();
         assert_eq!(lease.len(), 1, "one product, one lease at a time");
         let lease = &lease[0];
         // A crash before the outcome: the same change comes back with the same key.
         store.release_leases(vec!["history".into()]).await.unwrap();
-        let again = store.lease("history", "w", 10, 60_000, true).await.unwrap();
+        let again = store
+            .lease("history", "w", 10, 60_000, 0, true)
+            .await
+            .unwrap();
         assert_eq!(again[0].idempotency_key, lease.idempotency_key);
         assert_eq!(again[0].change_id, lease.change_id);
         delivered.push((price(lease), lease.version));
@@ -106,7 +115,7 @@ async fn every_change_is_delivered_oldest_first_under_its_own_stable_key() {
     assert_eq!(keys.len(), 3, "each change has its own webhook-id");
     assert!(
         store
-            .lease("history", "w", 10, 60_000, true)
+            .lease("history", "w", 10, 60_000, 0, true)
             .await
             .unwrap()
             .is_empty()
@@ -124,7 +133,10 @@ async fn a_failed_change_is_retried_before_newer_ones_and_a_deletion_follows_in_
     let store = Store::open(&config(dir.path())).unwrap();
     let router = webhook_router();
     three_versions(&store, &router).await;
-    let first = store.lease("history", "w", 10, 60_000, true).await.unwrap();
+    let first = store
+        .lease("history", "w", 10, 60_000, 0, true)
+        .await
+        .unwrap();
     let failed = Outcome::Failed {
         error: "HTTP 503".into(),
         retry_at: 0,
@@ -141,7 +153,10 @@ async fn a_failed_change_is_retried_before_newer_ones_and_a_deletion_follows_in_
         .unwrap();
     let mut seen = Vec::new();
     loop {
-        let lease = store.lease("history", "w", 10, 60_000, true).await.unwrap();
+        let lease = store
+            .lease("history", "w", 10, 60_000, 0, true)
+            .await
+            .unwrap();
         let Some(lease) = lease.first() else { break };
         seen.push(if lease.deleted { -1 } else { price(lease) });
         store.settle(done(lease, applied())).await.unwrap();
@@ -155,7 +170,10 @@ async fn gone_disables_the_target_keeps_the_row_and_enabling_resumes() {
     let store = Store::open(&config(dir.path())).unwrap();
     let router = webhook_router();
     three_versions(&store, &router).await;
-    let lease = store.lease("latest", "w", 10, 60_000, false).await.unwrap();
+    let lease = store
+        .lease("latest", "w", 10, 60_000, 0, false)
+        .await
+        .unwrap();
     let gone = Outcome::Gone {
         error: "HTTP 410 Gone: unsubscribed".into(),
     };
@@ -193,7 +211,7 @@ async fn gone_disables_the_target_keeps_the_row_and_enabling_resumes() {
     assert!(store.target_disabled("latest").await.unwrap().is_none());
     assert_eq!(
         store
-            .lease("latest", "w", 10, 60_000, false)
+            .lease("latest", "w", 10, 60_000, 0, false)
             .await
             .unwrap()
             .len(),
@@ -207,7 +225,10 @@ async fn discarding_a_dead_change_keeps_the_later_ones() {
     let store = Store::open(&config(dir.path())).unwrap();
     let router = webhook_router();
     three_versions(&store, &router).await;
-    let first = store.lease("history", "w", 10, 60_000, true).await.unwrap();
+    let first = store
+        .lease("history", "w", 10, 60_000, 0, true)
+        .await
+        .unwrap();
     let permanent = Outcome::Permanent {
         error: "HTTP 422".into(),
     };
@@ -221,7 +242,10 @@ async fn discarding_a_dead_change_keeps_the_later_ones() {
         .await
         .unwrap();
     assert_eq!(discarded.len(), 1);
-    let next = store.lease("history", "w", 10, 60_000, true).await.unwrap();
+    let next = store
+        .lease("history", "w", 10, 60_000, 0, true)
+        .await
+        .unwrap();
     assert_eq!((price(&next[0]), next[0].version), (20, 2));
 }
 
@@ -235,7 +259,10 @@ async fn a_target_that_coalesces_now_drops_its_queued_changes() {
         .await
         .unwrap();
     assert_eq!(dropped, [("history".to_owned(), 3)]);
-    let lease = store.lease("history", "w", 10, 60_000, true).await.unwrap();
+    let lease = store
+        .lease("history", "w", 10, 60_000, 0, true)
+        .await
+        .unwrap();
     assert_eq!((price(&lease[0]), lease[0].change_id), (30, None));
 }
 
@@ -251,7 +278,10 @@ async fn an_event_target_gets_a_new_key_when_content_comes_back_to_an_earlier_st
             .ingest(request(None, vec![change]), router.clone())
             .await
             .unwrap();
-        let lease = store.lease("latest", "w", 10, 60_000, false).await.unwrap();
+        let lease = store
+            .lease("latest", "w", 10, 60_000, 0, false)
+            .await
+            .unwrap();
         keys.push(lease[0].idempotency_key.clone());
         store.settle(done(&lease[0], applied())).await.unwrap();
     }

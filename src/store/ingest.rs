@@ -279,14 +279,16 @@ fn apply_change(
         Some(snapshot) => router.matching(&snapshot).map(str::to_owned).collect(),
         None => deletion_targets(conn, router, &key, existing.as_ref())?,
     };
-    // A row that stays pending and due (or stays leased) only needs its new hash: leaving
-    // `state` and `next_attempt_at` unassigned keeps its `outbox_due` entry where it is,
-    // instead of rewriting a random index page per target on every webhook.
+    // A row that stays pending (or leased) only needs its new hash: leaving `state` and
+    // `next_attempt_at` unassigned keeps its `outbox_due` entry where it is, instead of
+    // rewriting a random index page per target on every webhook. Its time stays too when
+    // it is a wait that is not a failure's backoff (`min_interval`, a platform's
+    // throttle); after failures, new content is tried at once.
     let mut move_hash = conn.prepare_cached(
         "UPDATE outbox SET desired_hash = ?3, idempotency_key = ?4, attempts = 0,
                            last_error = NULL, updated_at = ?5
          WHERE product_key = ?2 AND target = ?1
-           AND (state = 'leased' OR (state = 'pending' AND next_attempt_at <= ?5))",
+           AND (state = 'leased' OR (state = 'pending' AND (attempts = 0 OR next_attempt_at <= ?5)))",
     )?;
     let mut upsert = conn.prepare_cached(
         "INSERT INTO outbox (target, product_key, desired_hash, idempotency_key, state, attempts,

@@ -148,6 +148,72 @@ async fn a_thousand_quick_edits_of_one_sku_make_at_most_two_applies() {
     );
 }
 
+/// `delivery.min_interval` against a target that answers at once: a burst of 1,000 edits
+/// of one SKU is applied once at its start and once with its last state, not once per
+/// round trip; a lone edit of another product still goes out at once.
+#[tokio::test]
+async fn min_interval_coalesces_a_burst_for_a_fast_target() {
+    const INTERVAL: Duration = Duration::from_secs(2);
+    let fake = FakeTarget::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        &delivery_config_text(dir.path(), &fake.base_url(), "min_interval = \"2s\""),
+    );
+    let sender = Sender::default();
+    let url = daemon.url("/webhooks/akeneo");
+    let now = simulate::unix_now();
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..1000i64 {
+        let (sender, url) = (sender.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let request = simulate::akeneo_product_updated(
+                AKENEO_SECRET.as_bytes(),
+                now,
+                &edit("BURST", 10_000 + n, 10_000 + n),
+            );
+            sender.post(&url, &request).await.unwrap().0
+        }));
+        if tasks.len() >= 64 {
+            assert_eq!(tasks.remove(0).await.unwrap(), 202);
+        }
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 202);
+    }
+    let sending = started.elapsed();
+    send(&sender, &daemon, &edit("LONE", 1, 500)).await;
+    fake.wait_for(WAIT, "the lone edit", |f| {
+        f.received().iter().any(|r| r.key == "LONE")
+    })
+    .await;
+    let lone_after = started.elapsed();
+    daemon_settles(&daemon).await;
+    let burst: Vec<_> = fake
+        .received()
+        .into_iter()
+        .filter(|r| r.key == "BURST")
+        .collect();
+    // Two per interval the burst lasted (a loaded machine may send slower than one).
+    let allowed = 2 + (sending.as_millis() / INTERVAL.as_millis()) as usize;
+    assert!(
+        burst.len() <= allowed,
+        "{} applies for 1,000 edits sent in {sending:?}",
+        burst.len()
+    );
+    assert_eq!(
+        price(&burst.last().unwrap().body),
+        "109.99",
+        "the last edit wins"
+    );
+    assert!(
+        lone_after - sending < INTERVAL,
+        "a lone edit waited {:?}",
+        lone_after - sending
+    );
+}
+
 /// Edits landing while their product's apply settles: the settle can put the row back to
 /// pending just before the worker leases it again, while the finishing apply still holds
 /// the key. That lease must be handed back at once, not sit out its lease timeout (30 s

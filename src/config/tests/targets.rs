@@ -319,10 +319,12 @@ retry_base = "1s"
 retry_cap = "10s"
 lease_timeout = "1m"
 request_timeout = "5s"
+min_interval = "250ms"
 "#
     );
     let config = load(&text);
     let d = &config.targets[0].delivery;
+    assert_eq!(d.min_interval, std::time::Duration::from_millis(250));
     assert_eq!(
         (d.concurrency, d.rate_limit, d.burst, d.max_attempts),
         (2, 50.0, 5, 3)
@@ -339,6 +341,7 @@ concurrency = 0
 retry_base = "10s"
 retry_cap = "5s"
 request_timeout = "10m"
+min_interval = "2d"
 "#
     );
     assert_eq!(
@@ -347,6 +350,7 @@ request_timeout = "10m"
             "targets[0].delivery.concurrency: must be between 1 and 1024",
             "targets[0].delivery.retry_cap: must be at least retry_base",
             "targets[0].delivery.request_timeout: must be shorter than lease_timeout, or a slow apply would be taken twice",
+            "targets[0].delivery.min_interval: must be at most 1 day",
         ]
     );
 }

@@ -56,7 +56,10 @@ async fn ingest(store: &Store, router: &Arc<Router>, source: &str, changes: Vec<
 
 /// Leases every due row of `target` and settles each with `outcome`.
 async fn settle_all(store: &Store, target: &str, outcome: Outcome) -> Vec<Lease> {
-    let leases = store.lease(target, "w", 100, 60_000, false).await.unwrap();
+    let leases = store
+        .lease(target, "w", 100, 60_000, 0, false)
+        .await
+        .unwrap();
     for lease in &leases {
         store
             .settle(Settle {
@@ -142,7 +145,10 @@ async fn resync_marks_matching_targets_and_force_clears_only_the_applied_hash() 
         .unwrap();
     assert_eq!(keys(&marked.rows), ["all/C-1", "chairs/C-1", "all/T-1"]);
     assert_eq!(marked.forced, 3);
-    let leases = store.lease("chairs", "w", 10, 60_000, false).await.unwrap();
+    let leases = store
+        .lease("chairs", "w", 10, 60_000, 0, false)
+        .await
+        .unwrap();
     assert_eq!(leases[0].applied_hash.as_deref(), Some(""));
     assert_eq!(
         leases[0].remote_ids.get("id").map(String::as_str),
@@ -205,7 +211,7 @@ async fn resync_since_and_tombstones_resync_as_deletions_to_holders() {
         .unwrap();
     assert_eq!(keys(&marked.rows), ["all/C-1", "chairs/C-1"]);
     assert_eq!(marked.deletions, 2);
-    let leases = store.lease("all", "w", 10, 60_000, false).await.unwrap();
+    let leases = store.lease("all", "w", 10, 60_000, 0, false).await.unwrap();
     assert!(leases[0].deleted);
     assert_eq!(leases[0].desired_hash, "deleted");
     store.close().await;
@@ -322,7 +328,7 @@ async fn status_counts_each_target_and_progress_follows_rows() {
         },
     )
     .await;
-    let leases = store.lease("a", "w", 1, 60_000, false).await.unwrap();
+    let leases = store.lease("a", "w", 1, 60_000, 0, false).await.unwrap();
     assert_eq!(leases.len(), 1);
 
     let read = ReadOnly::open(&dir.path().join("pimsync.db")).unwrap();
