@@ -132,7 +132,13 @@ impl Daemon {
                 let shutdown = async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
-                Some(tokio::spawn(admin::serve(listener, state, shutdown)))
+                let header_timeout = config.server.request_timeout;
+                Some(tokio::spawn(admin::serve(
+                    listener,
+                    state,
+                    header_timeout,
+                    shutdown,
+                )))
             }
             _ => None,
         };
@@ -161,12 +167,13 @@ impl Daemon {
             tracing::info!("shutting down: no new webhooks accepted");
             let _ = stopped_tx.send(());
         };
-        let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
-        let server = tokio::spawn(async move { server.await });
+        let server =
+            crate::connections::serve(listener, app, config.server.request_timeout, graceful);
+        let server = tokio::spawn(server);
         health.set_ready(true);
         // Once shutdown starts, give requests in flight `grace` to finish.
         let result = tokio::select! {
-            result = server => result.map_err(|e| std::io::Error::other(e.to_string())).and_then(|r| r),
+            result = server => result.map_err(std::io::Error::other).and_then(|r| r),
             _ = async {
                 let _ = stopped_rx.await;
                 tokio::time::sleep(grace).await;

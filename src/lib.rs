@@ -2,6 +2,7 @@
 //! and the README for the data flow; `daemon::Daemon` is the entry point.
 pub mod admin;
 pub mod config;
+pub mod connections;
 pub mod daemon;
 pub mod demo;
 pub mod dispatch;

@@ -93,15 +93,15 @@ pub fn router(state: AdminState) -> axum::Router {
     public.merge(protected).with_state(state)
 }
 
-/// Serves the admin API until `shutdown` resolves.
+/// Serves the admin API until `shutdown` resolves; a client gets `header_timeout` to send
+/// a request's headers (see `connections`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
+    header_timeout: std::time::Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::connections::serve(listener, router(state), header_timeout, shutdown).await
 }
 
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {

@@ -78,7 +78,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Larger bodies get 413 before they are read whole.
     pub body_limit: usize,
-    /// A request that takes longer (slow client, stuck commit) is answered 408/503.
+    /// A client's time to send the headers, and again the body (408); a commit's time
+    /// (503); and how long an idle keep-alive connection stays open.
     pub request_timeout: Duration,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,

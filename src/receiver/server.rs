@@ -6,14 +6,15 @@
 //! | 200 | duplicate delivery id (nothing reprocessed), or a signed test request with no changes |
 //! | 400 | malformed body (short reason), nothing stored |
 //! | 401 | missing, invalid or stale signature, nothing stored |
+//! | 408 | the body did not arrive within `server.request_timeout`, nothing stored |
 //! | 413 | body over `server.body_limit`, nothing stored |
 //! | 503 | the store cannot commit now (`Retry-After`), nothing acknowledged |
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -30,8 +31,9 @@ use crate::store::{Store, StoreError};
 pub struct ReceiverState {
     pub store: Store,
     pub router: Arc<Router>,
-    /// A commit that takes longer than this is answered 503 (the sender retries; if the
-    /// commit did land, the retry is a duplicate and gets 200).
+    /// A body that takes longer than this to arrive is answered 408; a commit that takes
+    /// longer is answered 503 (the sender retries; if the commit did land, the retry is a
+    /// duplicate and gets 200).
     pub request_timeout: Duration,
     /// Wakes the delivery workers once new outbox work is committed.
     pub wake: Wake,
@@ -46,9 +48,15 @@ pub fn router(state: ReceiverState, sources: &[SourceConfig], body_limit: usize)
         app = app.route(
             &source.path.clone(),
             post(
-                move |State(state): State<ReceiverState>, headers: HeaderMap, body: Bytes| {
+                move |State(state): State<ReceiverState>, headers: HeaderMap, body: Body| {
                     let source = source.clone();
-                    async move { receive(state, &source, headers, body).await }
+                    async move {
+                        let deadline = state.request_timeout;
+                        match read_body(&headers, body, body_limit, deadline).await {
+                            Ok(body) => receive(state, &source, headers, body).await,
+                            Err(response) => response,
+                        }
+                    }
                 },
             )
             // Counted outside the handler so that 413s (body limit) are counted too.
@@ -58,8 +66,49 @@ pub fn router(state: ReceiverState, sources: &[SourceConfig], body_limit: usize)
             })),
         );
     }
-    app.layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+    app.with_state(state)
+}
+
+/// The whole body, within `limit` bytes and `deadline`: a body announced too large is
+/// refused before any of it is read, and a sender that stalls loses its slot (408).
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Bytes, Response> {
+    let too_large = || {
+        reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({ "error": format!("body larger than server.body_limit ({limit} bytes)") }),
+        )
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(deadline, http_body_util::BodyExt::collect(limited)).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(error)) => Err(reply(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": format!("cannot read the body: {error}") }),
+        )),
+        Err(_) => {
+            tracing::warn!(
+                timeout_secs = deadline.as_secs_f64(),
+                "webhook rejected: the body did not arrive in time"
+            );
+            Err(reply(
+                StatusCode::REQUEST_TIMEOUT,
+                json!({ "error": "the body did not arrive within server.request_timeout" }),
+            ))
+        }
+    }
 }
 
 async fn receive(

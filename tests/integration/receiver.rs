@@ -373,3 +373,56 @@ async fn edits_coalesce_and_old_events_are_dropped() {
     );
     assert_eq!(product_version(&daemon.db, "HOT"), Some(base + 99));
 }
+
+/// A sender that stalls cannot hold a connection: headers not finished within
+/// `server.request_timeout` close the connection; a body not finished gets 408. Nothing
+/// is stored, and the receiver keeps serving others.
+#[tokio::test]
+async fn stalled_senders_are_cut_off_and_nothing_is_stored() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        &config_text(dir.path(), "request_timeout = \"300ms\"", ""),
+    );
+    // Headers begun, never finished: the connection is closed without an answer.
+    let mut headers_only = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    headers_only
+        .write_all(b"POST /webhooks/akeneo HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(LIMIT, headers_only.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was still open after {LIMIT:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&answer).contains(" 202 "),
+        "{answer:?}"
+    );
+    // Headers sent, the body stalls a tenth of the way: 408.
+    let mut stalled_body = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    stalled_body
+        .write_all(
+            b"POST /webhooks/akeneo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"events\":",
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(LIMIT, stalled_body.read(&mut answer))
+        .await
+        .expect("no answer to a stalled body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Others are served meanwhile and after.
+    let sender = Sender::default();
+    let now = simulate::unix_now();
+    let ok = simulate::akeneo_product_updated(AKENEO_SECRET.as_bytes(), now, &edit("S-1", 1));
+    let url = daemon.url("/webhooks/akeneo");
+    assert_eq!(sender.post(&url, &ok).await.unwrap().0, 202);
+    assert_eq!(count(&daemon.db, "SELECT count(*) FROM inbox"), 1);
+}
