@@ -2,6 +2,8 @@
 //! caller's transaction. This is where the outbox is level-triggered: a product's row per
 //! target names the content hash the target must reach, and a newer change just moves it.
 
+use std::borrow::Cow;
+
 use pimsync_connectors::{
     ChangeBody, ChangeOp, ContentHash, ProductChange, ProductKind, Snapshot, idempotency_key,
 };
@@ -174,23 +176,24 @@ fn apply_change(
         }
     }
 
-    // The new desired state.
+    // The new desired state, borrowed from the prepared change where it can be: this runs
+    // on the single writer thread, where a copy of every snapshot is measurable.
     let (snapshot_json, hash, snapshot_for_routing): (
-        Option<String>,
+        Option<Cow<'_, str>>,
         ContentHash,
-        Option<Snapshot>,
+        Option<Cow<'_, Snapshot>>,
     ) = match (&change.op, &change.body) {
         (ChangeOp::Delete, _) => (None, ContentHash::deleted(), None),
         (ChangeOp::Upsert, ChangeBody::Full(snapshot)) => {
             let (json, hash) = match &prepared.canonical {
-                Some((json, hash)) => (json.clone(), hash.clone()),
+                Some((json, hash)) => (Cow::Borrowed(json.as_str()), hash.clone()),
                 None => {
                     let json = snapshot.to_canonical_json();
                     let hash = ContentHash::of_json(&json);
-                    (json, hash)
+                    (Cow::Owned(json), hash)
                 }
             };
-            (Some(json), hash, Some(snapshot.clone()))
+            (Some(json), hash, Some(Cow::Borrowed(snapshot)))
         }
         (ChangeOp::Upsert, ChangeBody::Partial(delta)) => {
             let mut merged = existing
@@ -202,7 +205,7 @@ fn apply_change(
             merged.merge(delta.clone());
             let json = merged.to_canonical_json();
             let hash = ContentHash::of_json(&json);
-            (Some(json), hash, Some(merged))
+            (Some(Cow::Owned(json)), hash, Some(Cow::Owned(merged)))
         }
         (ChangeOp::Upsert, ChangeBody::None | ChangeBody::NeedsFetch) => {
             // Formats never produce this; treat as nothing to do rather than guess.
