@@ -15,6 +15,8 @@ pub struct Router {
     history: Vec<String>,
     /// Targets that are told about changes (webhooks) rather than converged to a state.
     events: Vec<String>,
+    /// Targets that hold a product model's variants inside the model's own record.
+    folds_variants: Vec<String>,
 }
 
 impl Router {
@@ -34,7 +36,19 @@ impl Router {
                 .filter(|t| matches!(t.kind, crate::config::TargetKind::Webhook(_)))
                 .map(|t| t.name.clone())
                 .collect(),
+            folds_variants: targets
+                .iter()
+                .filter(|t| matches!(t.kind, crate::config::TargetKind::Shopify(_)))
+                .map(|t| t.name.clone())
+                .collect(),
         }
+    }
+
+    /// Whether `target` holds variants inside their product model's record (a Shopify
+    /// product's variants): a variant's change is applied by applying its model again, and
+    /// the variant itself is never applied on its own there.
+    pub fn folds_variants(&self, target: &str) -> bool {
+        self.folds_variants.iter().any(|t| t == target)
     }
 
     /// Whether `target` receives events: then each accepted change needs an idempotency
@@ -48,6 +62,13 @@ impl Router {
     /// Whether the ingest must record each change for `target` in the store's history.
     pub fn keeps_history(&self, target: &str) -> bool {
         self.history.iter().any(|t| t == target)
+    }
+
+    /// Marks `target` as holding variants inside their model (as a Shopify target does).
+    #[cfg(test)]
+    pub(crate) fn folding(mut self, target: &str) -> Router {
+        self.folds_variants.push(target.to_owned());
+        self
     }
 
     /// Every target name, for deletions of products whose earlier content is unknown.

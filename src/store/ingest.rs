@@ -278,6 +278,21 @@ fn apply_change(
     }
     outcome.changed += 1;
 
+    // The product models this product is (or was, until this change) a variant of.
+    let old_parent = existing.as_ref().and_then(|e| e.parent.clone());
+    let new_parent = match &snapshot_for_routing {
+        Some(snapshot) => snapshot.parent.clone(),
+        None => old_parent.clone(),
+    };
+    let models: Vec<String> = new_parent
+        .iter()
+        .chain(
+            old_parent
+                .iter()
+                .filter(|old| new_parent.as_ref() != Some(*old)),
+        )
+        .cloned()
+        .collect();
     let targets: Vec<String> = match snapshot_for_routing {
         Some(snapshot) => router.matching(&snapshot).map(str::to_owned).collect(),
         None => deletion_targets(conn, router, &key, existing.as_ref())?,
@@ -307,6 +322,22 @@ fn apply_change(
              updated_at = excluded.updated_at",
     )?;
     for target in targets {
+        if router.folds_variants(&target) && !models.is_empty() {
+            // This target holds the product as a variant of its model (a Shopify product
+            // with variants): the model's row carries the change, the variant has none.
+            for model in &models {
+                let variant = Variant {
+                    key: &key,
+                    hash: &hash,
+                };
+                if rearm_model(conn, &target, model, variant, now)? {
+                    outcome.outbox_rows += 1;
+                }
+            }
+            if new_parent.is_some() {
+                continue;
+            }
+        }
         let idempotency = if router.is_event_target(&target) {
             let change_state = ContentHash(format!("{hash}@{}@{now}", change.version));
             idempotency_key(&target, &key, &change_state)
@@ -336,6 +367,66 @@ fn apply_change(
         }
     }
     Ok(())
+}
+
+/// A variant's new state, for its model's row.
+#[derive(Clone, Copy)]
+struct Variant<'a> {
+    key: &'a str,
+    hash: &'a ContentHash,
+}
+
+/// Moves the row of `model` for `target` to a state that includes the variant's change, so
+/// the model is applied again with its variants as they now are. Nothing happens for a
+/// model that is unknown, deleted, or not routed to `target` (its first apply will carry
+/// the variant). Returns whether a row was written.
+fn rearm_model(
+    conn: &Connection,
+    target: &str,
+    model: &str,
+    variant: Variant<'_>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let model_hash: Option<String> = conn
+        .prepare_cached("SELECT content_hash FROM products WHERE product_key = ?1 AND deleted = 0")?
+        .query_row([model], |row| row.get(0))
+        .optional()?;
+    let Some(model_hash) = model_hash else {
+        return Ok(false);
+    };
+    let routed: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM applied WHERE product_key = ?1 AND target = ?2)
+                 OR EXISTS (SELECT 1 FROM outbox WHERE product_key = ?1 AND target = ?2)",
+        )?
+        .query_row([model, target], |row| row.get(0))?;
+    if !routed {
+        return Ok(false);
+    }
+    // Differs from every state applied before (the model's own hashes included), and is
+    // the same for the same variant state: a redelivered change keeps its key.
+    let desired = ContentHash::of_json(&format!(
+        "{model_hash}|variant {}={}",
+        variant.key,
+        variant.hash.as_str()
+    ));
+    let idempotency = idempotency_key(target, model, &desired);
+    conn.prepare_cached(
+        "INSERT INTO outbox (target, product_key, desired_hash, idempotency_key, state, attempts,
+                             next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)
+         ON CONFLICT (product_key, target) DO UPDATE SET
+             desired_hash = excluded.desired_hash,
+             idempotency_key = excluded.idempotency_key,
+             state = CASE WHEN outbox.state = 'leased' THEN 'leased' ELSE 'pending' END,
+             attempts = 0,
+             next_attempt_at = CASE WHEN outbox.state = 'pending' AND outbox.attempts = 0
+                                    THEN outbox.next_attempt_at ELSE excluded.next_attempt_at END,
+             last_error = NULL,
+             updated_at = excluded.updated_at",
+    )?
+    .execute(params![target, model, desired.as_str(), idempotency, now])?;
+    Ok(true)
 }
 
 /// A deletion goes to the targets the product was routed to (by its last content) and to

@@ -261,3 +261,5 @@ mod delivery_tests;
 mod history_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod variant_tests;

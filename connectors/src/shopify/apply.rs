@@ -122,6 +122,16 @@ impl ShopifyConnector {
         snapshot: &Snapshot,
         variants: &[crate::Variant],
     ) -> Result<Applied, ApplyError> {
+        if kind == ProductKind::Product && snapshot.parent.is_some() {
+            // A variant lives inside its product model's Shopify product, which the daemon
+            // applies again when the variant changes; on its own it would be a duplicate
+            // product with the same SKU.
+            tracing::debug!("a variant is applied through its product model; no call");
+            return Ok(Applied {
+                remote_ids: request.remote_ids.clone(),
+                skipped: true,
+            });
+        }
         let plan = plan(
             &self.settings,
             &self.mapping,
