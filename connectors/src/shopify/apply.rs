@@ -258,7 +258,23 @@ impl ShopifyConnector {
                 )
                 .await?;
             let errors = data.pointer("/inventorySetQuantities/userErrors");
-            if only_code(errors, "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED") {
+            if only_code(errors, "ITEM_NOT_STOCKED_AT_LOCATION") {
+                // Nothing was set. Stock the items Shopify named at the location, then
+                // set again under a key of its own (the first key's answer is this error).
+                self.activate(chunk, errors, location, &key).await?;
+                let key = format!("{key}-activated");
+                let data = self
+                    .client
+                    .run(
+                        &docs::INVENTORY_SET_QUANTITIES,
+                        json!({"input": input, "idempotencyKey": key}),
+                    )
+                    .await?;
+                user_errors(
+                    "inventorySetQuantities",
+                    data.pointer("/inventorySetQuantities/userErrors"),
+                )?;
+            } else if only_code(errors, "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED") {
                 // The earlier request under this key failed and changed nothing, so a
                 // fresh key (unique to this attempt) cannot double-apply.
                 let key = format!("{key}-attempt-{}", request.attempt);
@@ -276,6 +292,47 @@ impl ShopifyConnector {
             } else {
                 user_errors("inventorySetQuantities", errors)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Activates at `location` the items of `chunk` that `errors` name (their field path
+    /// ends in the quantity's index), or every item of the chunk if none is named.
+    async fn activate(
+        &self,
+        chunk: &[Value],
+        errors: Option<&Value>,
+        location: &str,
+        key: &str,
+    ) -> Result<(), ApplyError> {
+        let named: Vec<usize> = errors
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("field")?.as_array()?.get(2)?.as_str()?.parse().ok())
+            .filter(|&i: &usize| i < chunk.len())
+            .collect();
+        let indexes: Vec<usize> = if named.is_empty() {
+            (0..chunk.len()).collect()
+        } else {
+            named
+        };
+        for i in indexes {
+            let item = &chunk[i]["inventoryItemId"];
+            debug!(inventory_item = %item, "stocking the item at the location");
+            let variables = json!({
+                "inventoryItemId": item,
+                "locationId": location,
+                "idempotencyKey": format!("{key}-activate-{i}"),
+            });
+            let data = self
+                .client
+                .run(&docs::INVENTORY_ACTIVATE, variables)
+                .await?;
+            user_errors(
+                "inventoryActivate",
+                data.pointer("/inventoryActivate/userErrors"),
+            )?;
         }
         Ok(())
     }

@@ -84,6 +84,20 @@ pub const INVENTORY_SET_QUANTITIES: Document = Document {
     cost: 10.0,
 };
 
+/// Stocks an inventory item at the location, for an item `inventorySetQuantities` found
+/// not stocked there (a new variant in a shop whose default location is another one).
+/// From 2026-04 Shopify requires `@idempotent` here too.
+pub const INVENTORY_ACTIVATE: Document = Document {
+    name: "PimsyncInventoryActivate",
+    text: r#"mutation PimsyncInventoryActivate($inventoryItemId: ID!, $locationId: ID!, $idempotencyKey: String!) {
+  inventoryActivate(inventoryItemId: $inventoryItemId, locationId: $locationId) @idempotent(key: $idempotencyKey) {
+    inventoryLevel { id }
+    userErrors { field message }
+  }
+}"#,
+    cost: 10.0,
+};
+
 /// Finds a product by its PIM key when no product GID is remembered (deletion of a
 /// product synced before pimsync kept remote ids, or by someone else).
 pub const PRODUCT_BY_IDENTIFIER: Document = Document {
@@ -134,6 +148,7 @@ pub const ALL: &[Document] = &[
     PRODUCT_SET_WITH_VARIANTS,
     PRODUCT_VARIANTS,
     INVENTORY_SET_QUANTITIES,
+    INVENTORY_ACTIVATE,
     PRODUCT_BY_IDENTIFIER,
     PRODUCT_DELETE,
     PRODUCT_UPDATE_STATUS,

@@ -234,6 +234,12 @@ async fn exercise(fake: &Fake) {
     )
     .await
     .expect("model");
+    // A new item not stocked at the location: activated, then set.
+    fake.state().stock_new_items = false;
+    upsert(&shop, "UNSTOCKED", &simple, &RemoteIds::new(), "ku", 1)
+        .await
+        .expect("activated");
+    fake.state().stock_new_items = true;
     // Without stock mapped: the plain productSet.
     let mut no_stock = mapping();
     no_stock.fields.remove("stock");

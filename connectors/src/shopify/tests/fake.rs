@@ -62,6 +62,10 @@ pub struct State {
     pub products: BTreeMap<String, Product>,
     pub definitions: Vec<(String, String, String)>,
     pub levels: BTreeMap<String, i64>,
+    /// Inventory items not stocked at the location (set `stock_new_items` false to have
+    /// productSet's new items land here, as in a shop whose default location is another).
+    pub unstocked: std::collections::BTreeSet<String>,
+    pub stock_new_items: bool,
     pub idempotency: HashMap<String, Value>,
     pub replays: u64,
     /// Tokens the API accepts. A static token is added by the test; grants add more.
@@ -94,6 +98,8 @@ impl Fake {
             products: BTreeMap::new(),
             definitions: Vec::new(),
             levels: BTreeMap::new(),
+            unstocked: Default::default(),
+            stock_new_items: true,
             idempotency: HashMap::new(),
             replays: 0,
             tokens: vec!["static-token".into()],
@@ -263,6 +269,7 @@ fn root_field(operation: &str) -> &'static str {
         "PimsyncMetafieldDefinitionCreate" => "metafieldDefinitionCreate",
         "PimsyncProductSet" | "PimsyncProductSetWithVariants" => "productSet",
         "PimsyncInventorySetQuantities" => "inventorySetQuantities",
+        "PimsyncInventoryActivate" => "inventoryActivate",
         "PimsyncProductDelete" => "productDelete",
         "PimsyncProductUpdateStatus" => "productUpdate",
         "PimsyncPublishablePublish" => "publishablePublish",
@@ -304,11 +311,13 @@ fn handle(s: &mut State, operation: &str, v: &Value, body: &Value) -> Value {
                 let sku = variant["sku"].as_str().unwrap_or("").to_owned();
                 match product.variants.iter().find(|x| x.1 == sku) {
                     Some(x) => variants.push(x.clone()),
-                    None => variants.push((
-                        next_id(s, "ProductVariant"),
-                        sku,
-                        next_id(s, "InventoryItem"),
-                    )),
+                    None => {
+                        let item = next_id(s, "InventoryItem");
+                        if !s.stock_new_items {
+                            s.unstocked.insert(item.clone());
+                        }
+                        variants.push((next_id(s, "ProductVariant"), sku, item))
+                    }
                 }
             }
             product.variants = variants;
@@ -354,6 +363,24 @@ fn handle(s: &mut State, operation: &str, v: &Value, body: &Value) -> Value {
                 return json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": null, "userErrors": [
                     {"code": "CHANGE_FROM_QUANTITY_REQUIRED", "field": ["input", "quantities"], "message": "changeFromQuantity is required"}]}});
             }
+            let unstocked: Vec<Value> = quantities
+                .iter()
+                .enumerate()
+                .filter(|(_, q)| {
+                    s.unstocked
+                        .contains(q["inventoryItemId"].as_str().unwrap_or(""))
+                })
+                .map(|(i, _)| {
+                    json!({"code": "ITEM_NOT_STOCKED_AT_LOCATION",
+                    "field": ["input", "quantities", i.to_string(), "locationId"],
+                    "message": "The inventory item is not stocked at the location."})
+                })
+                .collect();
+            if !unstocked.is_empty() {
+                let answer = json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": null, "userErrors": unstocked}});
+                s.idempotency.insert(key.to_owned(), answer.clone());
+                return answer;
+            }
             for q in &quantities {
                 let item = q["inventoryItemId"].as_str().unwrap_or("").to_owned();
                 s.levels.insert(item, q["quantity"].as_i64().unwrap_or(0));
@@ -362,6 +389,17 @@ fn handle(s: &mut State, operation: &str, v: &Value, body: &Value) -> Value {
             let answer = json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": {"id": group}, "userErrors": []}});
             s.idempotency.insert(key.to_owned(), answer.clone());
             answer
+        }
+        "PimsyncInventoryActivate" => {
+            let query = body["query"].as_str().unwrap_or("");
+            if v["idempotencyKey"].as_str().is_none() || !query.contains("@idempotent") {
+                return json!({"inventoryActivate": {"inventoryLevel": null, "userErrors": [
+                    {"field": null, "message": "An idempotency key is required"}]}});
+            }
+            let item = v["inventoryItemId"].as_str().unwrap_or("").to_owned();
+            s.unstocked.remove(&item);
+            let level = next_id(s, "InventoryLevel");
+            json!({"inventoryActivate": {"inventoryLevel": {"id": level}, "userErrors": []}})
         }
         "PimsyncProductByIdentifier" => {
             let key = v["identifier"]["customId"]["value"].as_str().unwrap_or("");

@@ -4,6 +4,7 @@
 mod contract;
 pub mod fake;
 mod scenarios;
+mod stock;
 mod variants;
 
 use std::time::Duration;
