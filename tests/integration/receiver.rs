@@ -126,6 +126,23 @@ async fn every_format_is_verified_parsed_and_committed() {
         assert_eq!(status, expected, "{header}");
     }
     assert_eq!(count(&daemon.db, "SELECT count(*) FROM fetch_queue"), 1);
+    // An event type pimsync does not act on is acknowledged (refused, the Event Platform
+    // would retry it and in the end suspend the subscription) and nothing is stored.
+    let inbox_before = count(&daemon.db, "SELECT count(*) FROM inbox");
+    let category = r#"{"specversion":"1.0","id":"ev-9","source":"pim","type":"com.akeneo.pim.v1.category.updated","time":"2026-12-04T10:00:00Z","data":{"category":{"code":"chairs"}}}"#;
+    let request = SignedRequest {
+        headers: vec![(
+            "x-akeneo-signature-primary",
+            hex::encode(hmac_sha256(EP_PRIMARY.as_bytes(), &[category.as_bytes()])),
+        )],
+        body: category.into(),
+    };
+    let (status, _) = sender
+        .post(&daemon.url("/webhooks/akeneo-ep"), &request)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(count(&daemon.db, "SELECT count(*) FROM inbox"), inbox_before);
 
     // 3. Standard Webhooks with pimsync's payload.
     let request = standard_webhook("msg_1", now, &pimsync_payload("SW-1", 7));

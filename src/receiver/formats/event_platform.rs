@@ -69,7 +69,7 @@ fn meaning(event_type: &str) -> Option<(ProductKind, Meaning)> {
     };
     let meaning = match (kind, action) {
         (_, "created" | "updated") => Meaning::Upsert,
-        (ProductKind::Product, "updated.delta") => Meaning::Delta,
+        (_, "updated.delta") => Meaning::Delta,
         (_, "deleted") => Meaning::Delete,
         _ => return None,
     };
@@ -91,10 +91,28 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Rejection> {
     event.str("source")?;
     let event_type = event.str("type")?;
     let Some((kind, meaning)) = meaning(event_type) else {
-        return Err(malformed(
-            "type",
-            format!("unsupported event type {}", quoted(event_type)),
-        ));
+        // A verified event of a type pimsync does not act on (a category, a family, a
+        // newer version): acknowledged and dropped. Refusing it would make the Event
+        // Platform retry it and, after enough failures, suspend the subscription — and
+        // with it the product events.
+        if event_type.starts_with("com.akeneo.pim.v1.product") {
+            tracing::warn!(
+                event_type,
+                event_id = id,
+                "product event type not handled; acknowledged without a change"
+            );
+        } else {
+            tracing::debug!(
+                event_type,
+                event_id = id,
+                "event type not about products; acknowledged"
+            );
+        }
+        return Ok(Parsed {
+            delivery_id: None,
+            changes: Vec::new(),
+            kept_headers: Vec::new(),
+        });
     };
     let version = event
         .opt_micros("time")?
@@ -404,29 +422,35 @@ mod tests {
     }
 
     #[test]
-    fn bad_type_and_fields_are_malformed() {
+    fn event_types_not_acted_on_are_acknowledged_without_a_change() {
         let data = json!({"product": {"uuid": UUID}});
-        assert_eq!(
-            err(signed(&event(
-                "com.akeneo.pim.v1.category.created",
-                data.clone()
-            ))),
-            r#"type: unsupported event type "com.akeneo.pim.v1.category.created""#
-        );
-        assert_eq!(
-            err(signed(&event(
-                "com.akeneo.pim.v1.product-model.updated.delta",
-                data.clone()
-            ))),
-            r#"type: unsupported event type "com.akeneo.pim.v1.product-model.updated.delta""#
-        );
-        assert_eq!(
-            err(signed(&event(
-                "com.akeneo.pim.v2.product.created",
-                data.clone()
-            ))),
-            r#"type: unsupported event type "com.akeneo.pim.v2.product.created""#
-        );
+        for event_type in [
+            "com.akeneo.pim.v1.category.created",
+            "com.akeneo.pim.v2.product.created",
+            "com.akeneo.pim.v1.product.published",
+        ] {
+            let parsed = signed(&event(event_type, data.clone()))
+                .unwrap_or_else(|e| panic!("{event_type}: {e:?}"));
+            assert!(parsed.changes.is_empty(), "{event_type}");
+            assert_eq!(
+                parsed.delivery_id, None,
+                "{event_type}: answered like a ping"
+            );
+        }
+        // A product model's delta carries no values: the model is fetched.
+        let model = json!({"product_model": {"code": "amor"}});
+        let parsed = signed(&event(
+            "com.akeneo.pim.v1.product-model.updated.delta",
+            model,
+        ))
+        .unwrap();
+        assert_eq!(parsed.changes[0].body, ChangeBody::NeedsFetch);
+        assert_eq!(parsed.changes[0].key.as_deref(), Some("amor"));
+    }
+
+    #[test]
+    fn bad_fields_are_malformed() {
+        let data = json!({"product": {"uuid": UUID}});
         let mut v = event("com.akeneo.pim.v1.product.created", data.clone());
         v["specversion"] = json!("0.3");
         assert_eq!(err(signed(&v)), r#"specversion: expected "1.0", got "0.3""#);
