@@ -145,9 +145,16 @@ impl Config {
             } else {
                 "no rate limit".to_string()
             };
+            let spacing = if target.keeps_history() {
+                "every change".to_string()
+            } else if d.min_interval.is_zero() {
+                "each change as soon as the last apply is done".to_string()
+            } else {
+                format!("at most 2 applies per product per {}", duration(d.min_interval))
+            };
             writeln!(
                 out,
-                "      delivery: {} at once, {rate}, up to {} attempts, backoff {}..{}",
+                "      delivery: {} at once, {rate}, up to {} attempts, backoff {}..{}, {spacing}",
                 d.concurrency,
                 d.max_attempts,
                 duration(d.retry_base),
