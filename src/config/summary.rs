@@ -150,7 +150,10 @@ impl Config {
             } else if d.min_interval.is_zero() {
                 "each change as soon as the last apply is done".to_string()
             } else {
-                format!("at most 2 applies per product per {}", duration(d.min_interval))
+                format!(
+                    "at most 2 applies per product per {}",
+                    duration(d.min_interval)
+                )
             };
             writeln!(
                 out,

@@ -142,7 +142,10 @@ async fn every_format_is_verified_parsed_and_committed() {
         .await
         .unwrap();
     assert_eq!(status, 200);
-    assert_eq!(count(&daemon.db, "SELECT count(*) FROM inbox"), inbox_before);
+    assert_eq!(
+        count(&daemon.db, "SELECT count(*) FROM inbox"),
+        inbox_before
+    );
 
     // 3. Standard Webhooks with pimsync's payload.
     let request = standard_webhook("msg_1", now, &pimsync_payload("SW-1", 7));
