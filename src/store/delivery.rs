@@ -107,12 +107,12 @@ impl Store {
         history: bool,
     ) -> Result<Vec<Lease>, StoreError> {
         let (target, owner) = (target.to_owned(), owner.to_owned());
-        let timing = LeaseTiming {
-            now: now_ms(),
-            lease_ms,
-            spacing_ms,
-        };
         self.write(move |conn| {
+            let timing = LeaseTiming {
+                now: now_ms(),
+                lease_ms,
+                spacing_ms,
+            };
             let mut leases = lease(conn, &target, &owner, limit, timing)?;
             if history {
                 for lease in &mut leases {
