@@ -279,48 +279,17 @@ fn apply_change(
     outcome.changed += 1;
 
     // The product models this product is (or was, until this change) a variant of.
-    let old_parent = existing.as_ref().and_then(|e| e.parent.clone());
+    let old_parent = existing.as_ref().and_then(|e| e.parent.as_deref());
     let new_parent = match &snapshot_for_routing {
-        Some(snapshot) => snapshot.parent.clone(),
-        None => old_parent.clone(),
+        Some(snapshot) => snapshot.parent.as_deref(),
+        None => old_parent,
     };
-    let models: Vec<String> = new_parent
-        .iter()
-        .chain(
-            old_parent
-                .iter()
-                .filter(|old| new_parent.as_ref() != Some(*old)),
-        )
-        .cloned()
-        .collect();
-    let targets: Vec<String> = match snapshot_for_routing {
-        Some(snapshot) => router.matching(&snapshot).map(str::to_owned).collect(),
+    let moved_from = old_parent.filter(|old| new_parent != Some(*old));
+    let models: Vec<&str> = new_parent.into_iter().chain(moved_from).collect();
+    let targets: Vec<String> = match &snapshot_for_routing {
+        Some(snapshot) => router.matching(snapshot).map(str::to_owned).collect(),
         None => deletion_targets(conn, router, &key, existing.as_ref())?,
     };
-    // A row that stays pending (or leased) only needs its new hash: leaving `state` and
-    // `next_attempt_at` unassigned keeps its `outbox_due` entry where it is, instead of
-    // rewriting a random index page per target on every webhook. Its time stays too when
-    // it is a wait that is not a failure's backoff (`min_interval`, a platform's
-    // throttle); after failures, new content is tried at once.
-    let mut move_hash = conn.prepare_cached(
-        "UPDATE outbox SET desired_hash = ?3, idempotency_key = ?4, attempts = 0,
-                           last_error = NULL, updated_at = ?5
-         WHERE product_key = ?2 AND target = ?1
-           AND (state = 'leased' OR (state = 'pending' AND (attempts = 0 OR next_attempt_at <= ?5)))",
-    )?;
-    let mut upsert = conn.prepare_cached(
-        "INSERT INTO outbox (target, product_key, desired_hash, idempotency_key, state, attempts,
-                             next_attempt_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)
-         ON CONFLICT (product_key, target) DO UPDATE SET
-             desired_hash = excluded.desired_hash,
-             idempotency_key = excluded.idempotency_key,
-             state = CASE WHEN outbox.state = 'leased' THEN 'leased' ELSE 'pending' END,
-             attempts = 0,
-             next_attempt_at = excluded.next_attempt_at,
-             last_error = NULL,
-             updated_at = excluded.updated_at",
-    )?;
     for target in targets {
         if router.folds_variants(&target) && !models.is_empty() {
             // This target holds the product as a variant of its model (a Shopify product
@@ -344,10 +313,7 @@ fn apply_change(
         } else {
             idempotency_key(&target, &key, &hash)
         };
-        let args = params![target, key, hash.as_str(), idempotency, now];
-        if move_hash.execute(args)? == 0 {
-            upsert.execute(args)?;
-        }
+        arm_row(conn, &target, &key, &hash, &idempotency, now)?;
         outcome.outbox_rows += 1;
         if router.keeps_history(&target) {
             // The same transaction as the product: an acknowledged change is never
@@ -411,22 +377,50 @@ fn rearm_model(
         variant.hash.as_str()
     ));
     let idempotency = idempotency_key(target, model, &desired);
-    conn.prepare_cached(
-        "INSERT INTO outbox (target, product_key, desired_hash, idempotency_key, state, attempts,
-                             next_attempt_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)
-         ON CONFLICT (product_key, target) DO UPDATE SET
-             desired_hash = excluded.desired_hash,
-             idempotency_key = excluded.idempotency_key,
-             state = CASE WHEN outbox.state = 'leased' THEN 'leased' ELSE 'pending' END,
-             attempts = 0,
-             next_attempt_at = CASE WHEN outbox.state = 'pending' AND outbox.attempts = 0
-                                    THEN outbox.next_attempt_at ELSE excluded.next_attempt_at END,
-             last_error = NULL,
-             updated_at = excluded.updated_at",
-    )?
-    .execute(params![target, model, desired.as_str(), idempotency, now])?;
+    arm_row(conn, target, model, &desired, &idempotency, now)?;
     Ok(true)
+}
+
+/// Points the outbox row of (`target`, `key`) at `hash`, creating it due now if there is
+/// none. A row that stays pending (or leased) only needs its new hash: leaving `state` and
+/// `next_attempt_at` unassigned keeps its `outbox_due` entry where it is, instead of
+/// rewriting a random index page per target on every webhook. Its time stays too when it
+/// is a wait that is not a failure's backoff (`min_interval`, a platform's throttle);
+/// after failures, and for a dead row, the new content is tried at once.
+fn arm_row(
+    conn: &Connection,
+    target: &str,
+    key: &str,
+    hash: &ContentHash,
+    idempotency: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let args = params![target, key, hash.as_str(), idempotency, now];
+    let moved = conn
+        .prepare_cached(
+            "UPDATE outbox SET desired_hash = ?3, idempotency_key = ?4, attempts = 0,
+                               last_error = NULL, updated_at = ?5
+             WHERE product_key = ?2 AND target = ?1
+               AND (state = 'leased' OR (state = 'pending' AND (attempts = 0 OR next_attempt_at <= ?5)))",
+        )?
+        .execute(args)?;
+    if moved == 0 {
+        conn.prepare_cached(
+            "INSERT INTO outbox (target, product_key, desired_hash, idempotency_key, state, attempts,
+                                 next_attempt_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)
+             ON CONFLICT (product_key, target) DO UPDATE SET
+                 desired_hash = excluded.desired_hash,
+                 idempotency_key = excluded.idempotency_key,
+                 state = CASE WHEN outbox.state = 'leased' THEN 'leased' ELSE 'pending' END,
+                 attempts = 0,
+                 next_attempt_at = excluded.next_attempt_at,
+                 last_error = NULL,
+                 updated_at = excluded.updated_at",
+        )?
+        .execute(args)?;
+    }
+    Ok(())
 }
 
 /// A deletion goes to the targets the product was routed to (by its last content) and to
