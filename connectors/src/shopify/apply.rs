@@ -250,50 +250,37 @@ impl ShopifyConnector {
                 "quantities": chunk,
             });
             debug!(idempotency_key = %key, items = chunk.len(), "setting stock");
-            let data = self
-                .client
-                .run(
-                    &docs::INVENTORY_SET_QUANTITIES,
-                    json!({"input": input, "idempotencyKey": key}),
-                )
-                .await?;
-            let errors = data.pointer("/inventorySetQuantities/userErrors");
-            if only_code(errors, "ITEM_NOT_STOCKED_AT_LOCATION") {
+            let errors = self.set_quantities(&input, &key).await?;
+            let retry_key = if only_code(errors.as_ref(), "ITEM_NOT_STOCKED_AT_LOCATION") {
                 // Nothing was set. Stock the items Shopify named at the location, then
                 // set again under a key of its own (the first key's answer is this error).
-                self.activate(chunk, errors, location, &key).await?;
-                let key = format!("{key}-activated");
-                let data = self
-                    .client
-                    .run(
-                        &docs::INVENTORY_SET_QUANTITIES,
-                        json!({"input": input, "idempotencyKey": key}),
-                    )
+                self.activate(chunk, errors.as_ref(), location, &key)
                     .await?;
-                user_errors(
-                    "inventorySetQuantities",
-                    data.pointer("/inventorySetQuantities/userErrors"),
-                )?;
-            } else if only_code(errors, "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED") {
+                format!("{key}-activated")
+            } else if only_code(errors.as_ref(), "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED") {
                 // The earlier request under this key failed and changed nothing, so a
                 // fresh key (unique to this attempt) cannot double-apply.
-                let key = format!("{key}-attempt-{}", request.attempt);
-                let data = self
-                    .client
-                    .run(
-                        &docs::INVENTORY_SET_QUANTITIES,
-                        json!({"input": input, "idempotencyKey": key}),
-                    )
-                    .await?;
-                user_errors(
-                    "inventorySetQuantities",
-                    data.pointer("/inventorySetQuantities/userErrors"),
-                )?;
+                format!("{key}-attempt-{}", request.attempt)
             } else {
-                user_errors("inventorySetQuantities", errors)?;
-            }
+                user_errors("inventorySetQuantities", errors.as_ref())?;
+                continue;
+            };
+            let errors = self.set_quantities(&input, &retry_key).await?;
+            user_errors("inventorySetQuantities", errors.as_ref())?;
         }
         Ok(())
+    }
+
+    /// One `inventorySetQuantities` under `key`; its user errors, if any.
+    async fn set_quantities(&self, input: &Value, key: &str) -> Result<Option<Value>, ApplyError> {
+        let data = self
+            .client
+            .run(
+                &docs::INVENTORY_SET_QUANTITIES,
+                json!({"input": input, "idempotencyKey": key}),
+            )
+            .await?;
+        Ok(data.pointer("/inventorySetQuantities/userErrors").cloned())
     }
 
     /// Activates at `location` the items of `chunk` that `errors` name (their field path
