@@ -85,6 +85,32 @@ async fn every_acknowledged_change_is_applied_once_per_state() {
     assert!(fake.max_active_per_key() <= 1);
 }
 
+/// 1,000 edits of `key` (prices 100.00 to 109.99, versions rising), 64 in flight at a
+/// time; every one must be acknowledged 202.
+async fn send_burst(daemon: &Daemon, key: &'static str) {
+    let sender = Sender::default();
+    let url = daemon.url("/webhooks/akeneo");
+    let now = simulate::unix_now();
+    let mut tasks = Vec::new();
+    for n in 0..1000i64 {
+        let (sender, url) = (sender.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let request = simulate::akeneo_product_updated(
+                AKENEO_SECRET.as_bytes(),
+                now,
+                &edit(key, 10_000 + n, 10_000 + n),
+            );
+            sender.post(&url, &request).await.unwrap().0
+        }));
+        if tasks.len() >= 64 {
+            assert_eq!(tasks.remove(0).await.unwrap(), 202);
+        }
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 202);
+    }
+}
+
 /// Waits until the outbox is empty (every row settled as done).
 async fn daemon_settles(daemon: &Daemon) {
     let deadline = std::time::Instant::now() + WAIT;
@@ -111,27 +137,7 @@ async fn a_thousand_quick_edits_of_one_sku_make_at_most_two_applies() {
         dir.path(),
         &delivery_config_text(dir.path(), &fake.base_url(), ""),
     );
-    let sender = Sender::default();
-    let url = daemon.url("/webhooks/akeneo");
-    let now = simulate::unix_now();
-    let mut tasks = Vec::new();
-    for n in 0..1000i64 {
-        let (sender, url) = (sender.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            let request = simulate::akeneo_product_updated(
-                AKENEO_SECRET.as_bytes(),
-                now,
-                &edit("HOT", 10_000 + n, 10_000 + n),
-            );
-            sender.post(&url, &request).await.unwrap().0
-        }));
-        if tasks.len() >= 64 {
-            assert_eq!(tasks.remove(0).await.unwrap(), 202);
-        }
-    }
-    for task in tasks {
-        assert_eq!(task.await.unwrap(), 202);
-    }
+    send_burst(&daemon, "HOT").await;
     fake.open_gate();
     daemon_settles(&daemon).await;
     let received = fake.received();
@@ -160,29 +166,10 @@ async fn min_interval_coalesces_a_burst_for_a_fast_target() {
         dir.path(),
         &delivery_config_text(dir.path(), &fake.base_url(), "min_interval = \"2s\""),
     );
-    let sender = Sender::default();
-    let url = daemon.url("/webhooks/akeneo");
-    let now = simulate::unix_now();
     let started = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for n in 0..1000i64 {
-        let (sender, url) = (sender.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            let request = simulate::akeneo_product_updated(
-                AKENEO_SECRET.as_bytes(),
-                now,
-                &edit("BURST", 10_000 + n, 10_000 + n),
-            );
-            sender.post(&url, &request).await.unwrap().0
-        }));
-        if tasks.len() >= 64 {
-            assert_eq!(tasks.remove(0).await.unwrap(), 202);
-        }
-    }
-    for task in tasks {
-        assert_eq!(task.await.unwrap(), 202);
-    }
+    send_burst(&daemon, "BURST").await;
     let sending = started.elapsed();
+    let sender = Sender::default();
     send(&sender, &daemon, &edit("LONE", 1, 500)).await;
     fake.wait_for(WAIT, "the lone edit", |f| {
         f.received().iter().any(|r| r.key == "LONE")
@@ -226,27 +213,7 @@ async fn edits_racing_the_settle_of_their_own_apply_never_strand_a_lease() {
         dir.path(),
         &delivery_config_text(dir.path(), &fake.base_url(), ""),
     );
-    let sender = Sender::default();
-    let url = daemon.url("/webhooks/akeneo");
-    let now = simulate::unix_now();
-    let mut tasks = Vec::new();
-    for n in 0..1000i64 {
-        let (sender, url) = (sender.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            let request = simulate::akeneo_product_updated(
-                AKENEO_SECRET.as_bytes(),
-                now,
-                &edit("RACE", 10_000 + n, 10_000 + n),
-            );
-            sender.post(&url, &request).await.unwrap().0
-        }));
-        if tasks.len() >= 64 {
-            assert_eq!(tasks.remove(0).await.unwrap(), 202);
-        }
-    }
-    for task in tasks {
-        assert_eq!(task.await.unwrap(), 202);
-    }
+    send_burst(&daemon, "RACE").await;
     daemon_settles(&daemon).await;
     let received = fake.received();
     assert_eq!(price(&received.last().unwrap().body), "109.99");
