@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use coalescing::{print_coalescing, run_coalescing};
 use common::{
-    Machine, SECRET, Server, VERSION, WEBHOOK_PATH, connect, count, cpu_seconds, machine, post,
-    toml_path, write_json,
+    Machine, SECRET, Server, VERSION, WEBHOOK_PATH, connect, count, cpu_seconds, finish, machine,
+    post, toml_path,
 };
 use fake::Fake;
 use hdrhistogram::Histogram;
@@ -247,19 +247,7 @@ fn main() -> ExitCode {
         "latency": latency,
         "coalescing": coalescing,
     });
-    let json = args.json.display();
-    match write_json(&args.json, &report) {
-        Ok(()) => println!("\nwrote {json}"),
-        Err(error) => {
-            eprintln!("!!! cannot write {json}: {error}");
-            failed = true;
-        }
-    }
-    if failed {
-        eprintln!("\nFAILED: see the messages above");
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    finish(&args.json, &report, failed)
 }
 
 /// One `akeneo` source and the fake as the only target.

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::{
-    Machine, SECRET, Server, VERSION, WEBHOOK_PATH, connect, count, cpu_seconds, machine, post,
-    toml_path, write_json,
+    Machine, SECRET, Server, VERSION, WEBHOOK_PATH, connect, count, cpu_seconds, finish, machine,
+    post, toml_path,
 };
 use hdrhistogram::Histogram;
 use http_body_util::Full;
@@ -205,19 +205,7 @@ fn main() -> ExitCode {
         },
         "levels": levels,
     });
-    let json = args.json.display();
-    match write_json(&args.json, &report) {
-        Ok(()) => println!("\nwrote {json}"),
-        Err(error) => {
-            eprintln!("!!! cannot write {json}: {error}");
-            failed = true;
-        }
-    }
-    if failed {
-        eprintln!("\nFAILED: see the messages above");
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    finish(&args.json, &report, failed)
 }
 
 /// Reports a level's problems loudly; true if the level fails the run.

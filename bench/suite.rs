@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use common::{VERSION, machine, write_json};
+use common::{VERSION, finish, machine};
 use serde::Serialize;
 
 const USAGE: &str = "usage: cargo bench --bench suite -- [--quick] [--no-scale] \
@@ -192,18 +192,7 @@ fn main() -> ExitCode {
         "rows": rows,
         "details": details,
     });
-    match write_json(&args.json, &report) {
-        Ok(()) => println!("\nwrote {}", args.json.display()),
-        Err(error) => {
-            eprintln!("!!! cannot write {}: {error}", args.json.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    if failed {
-        eprintln!("\nFAILED: see the messages above");
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    finish(&args.json, &report, failed)
 }
 
 fn ingest_rows(

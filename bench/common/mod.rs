@@ -232,6 +232,24 @@ impl Machine {
     }
 }
 
+/// Writes the report, says where, and turns the run's outcome into the exit code: a
+/// report that cannot be written fails the run too.
+pub fn finish(path: &Path, report: &serde_json::Value, failed: bool) -> std::process::ExitCode {
+    let mut failed = failed;
+    match write_json(path, report) {
+        Ok(()) => println!("\nwrote {}", path.display()),
+        Err(error) => {
+            eprintln!("!!! cannot write {}: {error}", path.display());
+            failed = true;
+        }
+    }
+    if failed {
+        eprintln!("\nFAILED: see the messages above");
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
+}
+
 pub fn write_json(path: &Path, report: &serde_json::Value) -> std::io::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
