@@ -15,7 +15,7 @@ use super::DeliveryStats;
 use super::rate::RateLimiter;
 use super::retry::{jitter_unit, next_attempt_delay};
 use crate::config::TargetConfig;
-use crate::store::{Lease, Outcome, Settle, Settled, Store, now_ms};
+use crate::store::{Lease, Outcome, Settle, Settled, Store, StoreError, now_ms};
 
 /// How often an idle worker looks for rows written by another process (the CLI).
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -206,16 +206,8 @@ impl Worker {
             tracing::info!(target = %name, rows = held.len(), "releasing leases not applied before shutdown");
         }
         for (key, hash) in held {
-            let settle = Settle {
-                target: name.clone(),
-                product_key: key,
-                leased_hash: hash,
-                owner: self.ctx.owner.clone(),
-                change_id: None,
-                outcome: Outcome::Released,
-            };
-            if let Err(error) = self.ctx.store.settle(settle).await {
-                tracing::warn!(target = %name, %error, "cannot release a lease; it expires by itself");
+            if let Err(error) = self.ctx.release(&key, &hash).await {
+                tracing::warn!(target = %name, product_key = %key, %error, "cannot release a lease; it expires by itself");
             }
         }
         tracing::info!(target = %name, "delivery worker stopped");
@@ -280,6 +272,20 @@ impl Ctx {
             Ok(mut held) => held.remove(product_key).is_some_and(|h| h.leased_again),
             Err(_) => false,
         }
+    }
+
+    /// Hands a row leased here back to pending, as it was; a no-op unless this worker
+    /// still holds its lease.
+    async fn release(&self, product_key: &str, leased_hash: &str) -> Result<(), StoreError> {
+        let settle = Settle {
+            target: self.target.name.clone(),
+            product_key: product_key.to_owned(),
+            leased_hash: leased_hash.to_owned(),
+            owner: self.owner.clone(),
+            change_id: None,
+            outcome: Outcome::Released,
+        };
+        self.store.settle(settle).await.map(|_| ())
     }
 
     /// Rows leased here and not settled yet: (product key, leased hash).
@@ -420,15 +426,7 @@ async fn apply_one(ctx: Arc<Ctx>, lease: Lease, permit: OwnedSemaphorePermit) {
     if ctx.finish(&lease.product_key) {
         // Releasing is a no-op unless the row is still leased by this worker; if it is,
         // it becomes pending and the loop leases it again as soon as this task ends.
-        let release = Settle {
-            target: lease.target.clone(),
-            product_key: lease.product_key.clone(),
-            leased_hash: lease.desired_hash.clone(),
-            owner: ctx.owner.clone(),
-            change_id: None,
-            outcome: Outcome::Released,
-        };
-        if let Err(error) = ctx.store.settle(release).await {
+        if let Err(error) = ctx.release(&lease.product_key, &lease.desired_hash).await {
             tracing::warn!(target = %lease.target, product_key = %lease.product_key, %error, "cannot hand back a lease taken twice; it expires by itself");
         }
     }
