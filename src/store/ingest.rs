@@ -290,6 +290,7 @@ fn apply_change(
         Some(snapshot) => router.matching(snapshot).map(str::to_owned).collect(),
         None => deletion_targets(conn, router, &key, existing.as_ref())?,
     };
+    let mut arm = Arm::new(conn)?;
     for target in targets {
         if router.folds_variants(&target) && !models.is_empty() {
             // This target holds the product as a variant of its model (a Shopify product
@@ -299,7 +300,7 @@ fn apply_change(
                     key: &key,
                     hash: &hash,
                 };
-                if rearm_model(conn, &target, model, variant, now)? {
+                if rearm_model(conn, &mut arm, &target, model, variant, now)? {
                     outcome.outbox_rows += 1;
                 }
             }
@@ -313,7 +314,7 @@ fn apply_change(
         } else {
             idempotency_key(&target, &key, &hash)
         };
-        arm_row(conn, &target, &key, &hash, &idempotency, now)?;
+        arm.row(&target, &key, &hash, &idempotency, now)?;
         outcome.outbox_rows += 1;
         if router.keeps_history(&target) {
             // The same transaction as the product: an acknowledged change is never
@@ -348,6 +349,7 @@ struct Variant<'a> {
 /// the variant). Returns whether a row was written.
 fn rearm_model(
     conn: &Connection,
+    arm: &mut Arm<'_>,
     target: &str,
     model: &str,
     variant: Variant<'_>,
@@ -377,50 +379,62 @@ fn rearm_model(
         variant.hash.as_str()
     ));
     let idempotency = idempotency_key(target, model, &desired);
-    arm_row(conn, target, model, &desired, &idempotency, now)?;
+    arm.row(target, model, &desired, &idempotency, now)?;
     Ok(true)
 }
 
-/// Points the outbox row of (`target`, `key`) at `hash`, creating it due now if there is
-/// none. A row that stays pending (or leased) only needs its new hash: leaving `state` and
+/// Points outbox rows at new hashes, creating a row due now where there is none. A row
+/// that stays pending (or leased) only needs its new hash: leaving `state` and
 /// `next_attempt_at` unassigned keeps its `outbox_due` entry where it is, instead of
 /// rewriting a random index page per target on every webhook. Its time stays too when it
 /// is a wait that is not a failure's backoff (`min_interval`, a platform's throttle);
-/// after failures, and for a dead row, the new content is tried at once.
-fn arm_row(
-    conn: &Connection,
-    target: &str,
-    key: &str,
-    hash: &ContentHash,
-    idempotency: &str,
-    now: i64,
-) -> Result<(), StoreError> {
-    let args = params![target, key, hash.as_str(), idempotency, now];
-    let moved = conn
-        .prepare_cached(
-            "UPDATE outbox SET desired_hash = ?3, idempotency_key = ?4, attempts = 0,
-                               last_error = NULL, updated_at = ?5
-             WHERE product_key = ?2 AND target = ?1
-               AND (state = 'leased' OR (state = 'pending' AND (attempts = 0 OR next_attempt_at <= ?5)))",
-        )?
-        .execute(args)?;
-    if moved == 0 {
-        conn.prepare_cached(
-            "INSERT INTO outbox (target, product_key, desired_hash, idempotency_key, state, attempts,
-                                 next_attempt_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)
-             ON CONFLICT (product_key, target) DO UPDATE SET
-                 desired_hash = excluded.desired_hash,
-                 idempotency_key = excluded.idempotency_key,
-                 state = CASE WHEN outbox.state = 'leased' THEN 'leased' ELSE 'pending' END,
-                 attempts = 0,
-                 next_attempt_at = excluded.next_attempt_at,
-                 last_error = NULL,
-                 updated_at = excluded.updated_at",
-        )?
-        .execute(args)?;
+/// after failures, and for a dead row, the new content is tried at once. Its statements
+/// are looked up once per change, not once per target: this runs on the writer thread.
+struct Arm<'c> {
+    move_hash: rusqlite::CachedStatement<'c>,
+    upsert: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> Arm<'c> {
+    fn new(conn: &'c Connection) -> Result<Arm<'c>, StoreError> {
+        Ok(Arm {
+            move_hash: conn.prepare_cached(
+                "UPDATE outbox SET desired_hash = ?3, idempotency_key = ?4, attempts = 0,
+                                   last_error = NULL, updated_at = ?5
+                 WHERE product_key = ?2 AND target = ?1
+                   AND (state = 'leased' OR (state = 'pending' AND (attempts = 0 OR next_attempt_at <= ?5)))",
+            )?,
+            upsert: conn.prepare_cached(
+                "INSERT INTO outbox (target, product_key, desired_hash, idempotency_key, state, attempts,
+                                     next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)
+                 ON CONFLICT (product_key, target) DO UPDATE SET
+                     desired_hash = excluded.desired_hash,
+                     idempotency_key = excluded.idempotency_key,
+                     state = CASE WHEN outbox.state = 'leased' THEN 'leased' ELSE 'pending' END,
+                     attempts = 0,
+                     next_attempt_at = excluded.next_attempt_at,
+                     last_error = NULL,
+                     updated_at = excluded.updated_at",
+            )?,
+        })
     }
-    Ok(())
+
+    /// Points the row of (`target`, `key`) at `hash`.
+    fn row(
+        &mut self,
+        target: &str,
+        key: &str,
+        hash: &ContentHash,
+        idempotency: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let args = params![target, key, hash.as_str(), idempotency, now];
+        if self.move_hash.execute(args)? == 0 {
+            self.upsert.execute(args)?;
+        }
+        Ok(())
+    }
 }
 
 /// A deletion goes to the targets the product was routed to (by its last content) and to
