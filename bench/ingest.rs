@@ -10,6 +10,8 @@ mod common;
 #[allow(dead_code)]
 #[path = "delivery/fake.rs"]
 mod fake;
+#[path = "ingest/load.rs"]
+mod load;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,28 +19,20 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bytes::Bytes;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use common::{
-    Machine, SECRET, Server, VERSION, WEBHOOK_PATH, connect, count, cpu_seconds, finish, machine,
-    post, toml_path,
-};
-use hdrhistogram::Histogram;
-use http_body_util::Full;
-use hyper::client::conn::http1::SendRequest;
-use pimsync::simulate::{self, Edit};
+use common::{Machine, Server, VERSION, WEBHOOK_PATH, count, finish, machine, toml_path};
+use load::{Load, drive};
 use serde::Serialize;
-use tokio::time::Instant;
 
 const BODY_SIZE: usize = 1024;
-/// Distinct product keys across all connections of a level.
+/// Distinct product keys across all connections of a level (the catalogue).
 const KEYSPACE: u64 = 100_000;
+/// The catalogue of the one-row-per-transaction baseline, which imports at ~1,000/s.
+const BASELINE_KEYSPACE: u64 = 10_000;
 /// More non-202 answers than this fraction of all answers fails the run.
 const MAX_NOT_ACCEPTED: f64 = 0.001;
 const USAGE: &str = "usage: cargo bench --bench ingest -- [--connections 16,64,256] \
-                     [--seconds 10] [--warmup 2] [--json PATH] [--dir DIR] [--no-baseline] \
-                     [--no-delivering]";
+                     [--products 100000] [--seconds 10] [--warmup 2] [--json PATH] [--dir DIR] \
+                     [--no-baseline] [--no-delivering]";
 /// Connections of the level that ingests while delivering to one loopback target.
 pub const DELIVERING_CONNECTIONS: usize = 64;
 pub const GOAL_REQ_PER_S_64: f64 = 25_000.0;
@@ -47,6 +41,8 @@ pub const GOAL_DELIVERING_REQ_PER_S: f64 = 15_000.0;
 
 pub struct Args {
     pub connections: Vec<usize>,
+    /// Products per level: each is created once (the import), then edited.
+    pub keyspace: u64,
     pub seconds: f64,
     pub warmup: f64,
     pub json: PathBuf,
@@ -73,6 +69,7 @@ pub enum Targets {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         connections: vec![16, 64, 256],
+        keyspace: KEYSPACE,
         seconds: 10.0,
         warmup: 2.0,
         json: Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results/ingest.json"),
@@ -96,6 +93,13 @@ fn parse_args() -> Result<Args, String> {
                         _ => Err(format!("--connections: not a positive number: {n}")),
                     })
                     .collect::<Result<_, _>>()?;
+            }
+            "--products" => {
+                let v = value()?;
+                args.keyspace = match v.parse::<u64>() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(format!("--products: not a positive number: {v}")),
+                };
             }
             "--seconds" => args.seconds = seconds(value()?)?,
             "--warmup" => args.warmup = seconds(value()?)?,
@@ -121,7 +125,16 @@ pub struct Level {
     pub targets: Targets,
     /// The daemon's `store.max_batch`: 1 is the one-row-per-transaction baseline.
     pub max_batch: usize,
-    /// Answers completed inside the measured window (after warmup).
+    /// Products in the catalogue; the import creates each once, the edits follow.
+    pub products: u64,
+    /// The import: one webhook per product not yet stored, from the start until every
+    /// connection has created its products.
+    pub import_requests: u64,
+    pub import_seconds: f64,
+    pub import_req_per_s: f64,
+    pub import_p99_ms: f64,
+    /// Edits of stored products, answers completed inside the measured window (which
+    /// starts `warmup` seconds after the import).
     pub requests: u64,
     pub req_per_s: f64,
     pub p50_ms: f64,
@@ -156,8 +169,9 @@ fn main() -> ExitCode {
     machine.print();
     println!(
         "load: signed {BODY_SIZE}-byte Akeneo product.updated webhooks, one closed loop per \
-         keep-alive connection, {KEYSPACE} products; {}s warmup + {}s measured per level\n",
-        args.warmup, args.seconds
+         keep-alive connection; per level, an import creating {} products, then edits of \
+         them: {}s warmup + {}s measured\n",
+        args.keyspace, args.warmup, args.seconds
     );
     let Ok(runtime) = tokio::runtime::Runtime::new() else {
         eprintln!("cannot start the load generator's runtime");
@@ -197,7 +211,8 @@ fn main() -> ExitCode {
         "seconds": args.seconds,
         "warmup_seconds": args.warmup,
         "body_size": BODY_SIZE,
-        "keyspace": KEYSPACE,
+        "products": args.keyspace,
+        "baseline_products": BASELINE_KEYSPACE.min(args.keyspace),
         "goals": {
             "req_per_s_at_64": GOAL_REQ_PER_S_64,
             "p99_ms_at_64": GOAL_P99_MS_64,
@@ -268,8 +283,20 @@ pub fn run_level(
     let warmup = Duration::from_secs_f64(args.warmup);
     let measure = Duration::from_secs_f64(args.seconds);
     let applied = fake.as_ref().map(|f| &f.state.requests);
-    let (tally, server_cpu, loadgen_cpu, applies) =
-        runtime.block_on(drive(addr, pid, connections, warmup, measure, applied));
+    let products = if max_batch == 1 {
+        BASELINE_KEYSPACE.min(args.keyspace)
+    } else {
+        args.keyspace
+    };
+    let load = Load {
+        addr,
+        connections,
+        keys: (products / connections as u64).max(1),
+        warmup,
+        measure,
+    };
+    let (tally, import, server_cpu, loadgen_cpu, applies) =
+        runtime.block_on(drive(&load, pid, applied));
     let exit = server.stop()?;
     if !exit.success() {
         eprintln!("daemon {exit}; its stderr ends:\n{}", server.stderr_tail());
@@ -279,10 +306,16 @@ pub fn run_level(
     let hist = &tally.histogram;
     let ms = |us: u64| us as f64 / 1000.0;
     let seconds = measure.as_secs_f64();
+    let import_seconds = import.seconds;
     let level = Level {
         connections,
         targets,
         max_batch,
+        products: load.keys * connections as u64,
+        import_requests: import.histogram.len(),
+        import_seconds,
+        import_req_per_s: import.histogram.len() as f64 / import_seconds.max(1e-9),
+        import_p99_ms: ms(import.histogram.value_at_quantile(0.99)),
         requests: hist.len(),
         req_per_s: hist.len() as f64 / seconds,
         p50_ms: ms(hist.value_at_quantile(0.50)),
@@ -300,7 +333,13 @@ pub fn run_level(
         applies_per_s: applies.map(|n| n as f64 / seconds),
     };
     let (requests, rate, acked) = (level.requests, level.req_per_s, level.accepted_total);
-    println!("  {requests} measured ({rate:.0}/s), {acked} got 202, {inbox_rows} in the inbox");
+    println!(
+        "  import: {} products in {:.1} s ({:.0}/s, p99 {:.2} ms)",
+        level.import_requests, level.import_seconds, level.import_req_per_s, level.import_p99_ms
+    );
+    println!(
+        "  edits: {requests} measured ({rate:.0}/s), {acked} got 202, {inbox_rows} in the inbox"
+    );
     if let Some(applies) = applies {
         println!("  {applies} applies at the target in the measured window");
     }
@@ -359,138 +398,13 @@ concurrency = 64
     )
 }
 
-/// Answers counted by one connection or a whole level: latencies (µs) of the answers
-/// completed inside the measured window; counts over the whole level, warmup included.
-struct Tally {
-    histogram: Histogram<u64>,
-    accepted: u64,
-    not_accepted: BTreeMap<String, u64>,
-}
-
-impl Tally {
-    fn new() -> Tally {
-        // 1 µs to 10 min, 3 significant digits; slower answers are clamped.
-        let histogram = Histogram::new_with_bounds(1, 600_000_000, 3);
-        let histogram = histogram.unwrap_or_else(|_| unreachable!("valid bounds"));
-        Tally {
-            histogram,
-            accepted: 0,
-            not_accepted: BTreeMap::new(),
-        }
-    }
-
-    fn merge(&mut self, other: Tally) {
-        // Same bounds on both sides, so adding cannot fail.
-        let _ = self.histogram.add(&other.histogram);
-        self.accepted += other.accepted;
-        for (what, n) in other.not_accepted {
-            *self.not_accepted.entry(what).or_default() += n;
-        }
-    }
-}
-
-/// Runs `connections` closed loops through warmup and the measured window; returns their
-/// tally, the daemon's and this process's CPU seconds over the window, and how much
-/// `applied` (the fake target's request counter) grew over the window.
-async fn drive(
-    addr: SocketAddr,
-    server_pid: u32,
-    connections: usize,
-    warmup: Duration,
-    measure: Duration,
-    applied: Option<&AtomicU64>,
-) -> (Tally, f64, f64, Option<u64>) {
-    let start = Instant::now();
-    let window = (start + warmup, start + warmup + measure);
-    let keys = (KEYSPACE / connections as u64).max(1);
-    let base_us = simulate::unix_now() * 1_000_000;
-    let tasks: Vec<_> = (0..connections)
-        .map(|conn| tokio::spawn(connection_loop(addr, conn, keys, base_us, window)))
-        .collect();
-    let cpu = || (cpu_seconds(server_pid), cpu_seconds(std::process::id()));
-    let applies = || applied.map(|n| n.load(Ordering::Relaxed));
-    tokio::time::sleep_until(window.0).await;
-    let before = cpu();
-    let applies_before = applies();
-    tokio::time::sleep_until(window.1).await;
-    let after = cpu();
-    let applies_after = applies();
-    let mut total = Tally::new();
-    for task in tasks {
-        match task.await {
-            Ok(tally) => total.merge(tally),
-            Err(error) => {
-                let what = format!("load task failed: {error}");
-                *total.not_accepted.entry(what).or_default() += 1;
-            }
-        }
-    }
-    let applies = applies_after.zip(applies_before).map(|(a, b)| a - b);
-    (total, after.0 - before.0, after.1 - before.1, applies)
-}
-
-/// One keep-alive connection sending webhooks back to back until the window closes.
-async fn connection_loop(
-    addr: SocketAddr,
-    conn: usize,
-    keys: u64,
-    base_us: i64,
-    (measure_from, measure_until): (Instant, Instant),
-) -> Tally {
-    let mut tally = Tally::new();
-    let host = addr.to_string();
-    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
-    let mut seq: u64 = 0;
-    while Instant::now() < measure_until {
-        let send = match &mut sender {
-            Some(send) => send,
-            None => match connect(addr).await {
-                Ok(send) => sender.insert(send),
-                Err(error) => {
-                    *tally.not_accepted.entry(error).or_default() += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // This connection's own products, each getting ever newer versions as keys wrap.
-        let key = format!("B-{conn}-{}", seq % keys);
-        let edit = Edit {
-            key: &key,
-            family: if seq % 2 == 0 { "chairs" } else { "tables" },
-            updated_us: base_us + seq as i64,
-            price_cents: 1000 + (seq % 9000) as i64,
-            stock: (seq % 100) as i64,
-            body_size: BODY_SIZE,
-        };
-        let request = simulate::akeneo_product_updated(SECRET, simulate::unix_now(), &edit);
-        seq += 1;
-        let sent = Instant::now();
-        let outcome = post(send, &host, &request).await;
-        let done = Instant::now();
-        match outcome {
-            Ok(202) => tally.accepted += 1,
-            Ok(status) => *tally.not_accepted.entry(status.to_string()).or_default() += 1,
-            Err(error) => {
-                *tally.not_accepted.entry(error).or_default() += 1;
-                sender = None;
-            }
-        }
-        if done >= measure_from && done < measure_until {
-            let micros = done.duration_since(sent).as_micros() as u64;
-            tally.histogram.saturating_record(micros.max(1));
-        }
-    }
-    tally
-}
-
 pub fn print_table(levels: &[Level]) {
     let row = |cells: &[String]| {
-        let widths = [11, 9, 9, 9, 8, 8, 8, 8, 24, 8, 8, 22];
+        let widths = [11, 9, 16, 9, 9, 8, 8, 8, 8, 24, 8, 8, 22];
         let cells = cells.iter().zip(widths).map(|(c, w)| format!("{c:>w$}"));
         println!("{}", cells.collect::<Vec<_>>().join(" "));
     };
-    let header = "connections|max_batch|requests|req/s|p50 ms|p99 ms|max ms|non-202|inbox rows ≥ 202s|srv CPU|gen CPU|delivering (applies/s)";
+    let header = "connections|max_batch|import/s (p99)|edits|edits/s|p50 ms|p99 ms|max ms|non-202|inbox rows ≥ 202s|srv CPU|gen CPU|delivering (applies/s)";
     println!();
     row(&header.split('|').map(str::to_owned).collect::<Vec<_>>());
     for l in levels {
@@ -498,6 +412,7 @@ pub fn print_table(levels: &[Level]) {
         row(&[
             l.connections.to_string(),
             l.max_batch.to_string(),
+            format!("{:.0} ({:.1})", l.import_req_per_s, l.import_p99_ms),
             l.requests.to_string(),
             format!("{:.0}", l.req_per_s),
             format!("{:.2}", l.p50_ms),

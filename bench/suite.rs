@@ -204,6 +204,7 @@ fn ingest_rows(
     let (seconds, warmup) = if args.quick { (3.0, 1.0) } else { (10.0, 2.0) };
     let ingest_args = ingest::Args {
         connections: vec![16, 64, 256],
+        keyspace: if args.quick { 20_000 } else { 100_000 },
         seconds,
         warmup,
         json: args.json.clone(),
@@ -240,11 +241,14 @@ fn ingest_rows(
         };
         let broken = ingest::check(&level);
         let mut result = format!(
-            "{} req/s; p50 {} / p99 {} / max {} ms",
+            "edits {} req/s; p50 {} / p99 {} / max {} ms; import of {} products {} req/s, p99 {} ms",
             thousands(level.req_per_s),
             ms(level.p50_ms),
             ms(level.p99_ms),
-            ms(level.max_ms)
+            ms(level.max_ms),
+            thousands(level.products as f64),
+            thousands(level.import_req_per_s),
+            ms(level.import_p99_ms),
         );
         let (goal, verdict) = if delivering {
             if let Some(rate) = level.applies_per_s {
