@@ -16,7 +16,8 @@ use super::common::raw::RawConnection;
 use super::common::{SECRET, WEBHOOK_PATH, cpu_seconds};
 
 /// Answers counted by one connection or a whole level: latencies (µs) of the answers
-/// completed inside the measured window; counts over the whole level, warmup included.
+/// completed inside the measured window (or of the import); counts over the whole level,
+/// import and warmup included.
 pub struct Tally {
     pub histogram: Histogram<u64>,
     pub accepted: u64,
