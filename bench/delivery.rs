@@ -28,16 +28,15 @@ use std::time::Duration;
 
 use coalescing::{print_coalescing, run_coalescing};
 use common::{
-    Machine, SECRET, Server, VERSION, WEBHOOK_PATH, connect, count, cpu_seconds, finish, machine,
-    post, toml_path,
+    BODY_SIZE, Machine, Server, VERSION, WEBHOOK_PATH, connect, count, cpu_seconds, finish,
+    machine, post, toml_path, webhook,
 };
 use fake::Fake;
 use hdrhistogram::Histogram;
-use pimsync::simulate::{self, Edit, SignedRequest};
+use pimsync::simulate;
 use serde::Serialize;
 use tokio::time::Instant;
 
-const BODY_SIZE: usize = 1024;
 pub const GOAL_APPLIES_PER_S: f64 = 10_000.0;
 pub const GOAL_P50_MS: f64 = 10.0;
 pub const GOAL_P99_MS: f64 = 50.0;
@@ -274,18 +273,6 @@ concurrency = {concurrency}
 request_timeout = "120s"
 "#
     )
-}
-
-fn webhook(key: &str, seq: u64, base_us: i64) -> SignedRequest {
-    let edit = Edit {
-        key,
-        family: if seq % 2 == 0 { "chairs" } else { "tables" },
-        updated_us: base_us + seq as i64,
-        price_cents: webhook_price(seq),
-        stock: (seq % 100) as i64,
-        body_size: BODY_SIZE,
-    };
-    simulate::akeneo_product_updated(SECRET, simulate::unix_now(), &edit)
 }
 
 pub fn run_throughput(
@@ -597,9 +584,4 @@ fn print_tables(throughput: &[Throughput], latency: Option<&Latency>) {
         ],
         &widths,
     );
-}
-
-/// The price `webhook` gives edit `seq`, in cents.
-fn webhook_price(seq: u64) -> i64 {
-    1000 + (seq % 9000) as i64
 }

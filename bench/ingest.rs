@@ -19,11 +19,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use common::{Machine, Server, VERSION, WEBHOOK_PATH, count, finish, machine, toml_path};
+use common::{
+    BODY_SIZE, Machine, Server, VERSION, WEBHOOK_PATH, count, finish, machine, toml_path,
+};
 use load::{Load, drive};
 use serde::Serialize;
 
-const BODY_SIZE: usize = 1024;
 /// Distinct product keys across all connections of a level (the catalogue).
 const KEYSPACE: u64 = 100_000;
 /// The catalogue of the one-row-per-transaction baseline, whose import is several times slower.

@@ -18,12 +18,33 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use pimsync::simulate::SignedRequest;
+use pimsync::simulate::{self, Edit, SignedRequest};
 use serde::Serialize;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const SECRET: &[u8] = b"bench-secret";
 pub const WEBHOOK_PATH: &str = "/webhooks/akeneo";
+/// The size of every benchmark webhook's body, in bytes.
+pub const BODY_SIZE: usize = 1024;
+
+/// Edit `seq` of product `key`: a signed Akeneo `product.updated` webhook whose version
+/// (`base_us + seq`), price and stock change with `seq`.
+pub fn webhook(key: &str, seq: u64, base_us: i64) -> SignedRequest {
+    let edit = Edit {
+        key,
+        family: if seq % 2 == 0 { "chairs" } else { "tables" },
+        updated_us: base_us + seq as i64,
+        price_cents: webhook_price(seq),
+        stock: (seq % 100) as i64,
+        body_size: BODY_SIZE,
+    };
+    simulate::akeneo_product_updated(SECRET, simulate::unix_now(), &edit)
+}
+
+/// The price `webhook` gives edit `seq`, in cents.
+pub fn webhook_price(seq: u64) -> i64 {
+    1000 + (seq % 9000) as i64
+}
 
 /// The daemon under test: the real binary in its own process.
 pub struct Server {

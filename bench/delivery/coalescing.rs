@@ -9,9 +9,9 @@ use pimsync::simulate;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::common::{Server, connect, count, post};
+use super::common::{Server, connect, count, post, webhook, webhook_price};
 use super::fake::Fake;
-use super::{Args, GOAL_COALESCED_APPLIES, config_toml, webhook, webhook_price};
+use super::{Args, GOAL_COALESCED_APPLIES, config_toml};
 
 const COALESCE_KEY: &str = "HOT-SKU";
 const COALESCE_CONNECTIONS: u64 = 8;

@@ -8,12 +8,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use pimsync::simulate::{self, Edit};
+use pimsync::simulate;
 use tokio::time::Instant;
 
-use super::BODY_SIZE;
 use super::common::raw::RawConnection;
-use super::common::{SECRET, WEBHOOK_PATH, cpu_seconds};
+use super::common::{WEBHOOK_PATH, cpu_seconds, webhook};
 
 /// Answers counted by one connection or a whole level: latencies (µs) of the answers
 /// completed inside the measured window (or of the import); counts over the whole level,
@@ -175,15 +174,7 @@ impl Connection {
             };
             // This connection's own products, each getting ever newer versions as keys wrap.
             let key = format!("B-{}-{}", self.index, seq % self.keys);
-            let edit = Edit {
-                key: &key,
-                family: if seq % 2 == 0 { "chairs" } else { "tables" },
-                updated_us: self.base_us + seq as i64,
-                price_cents: 1000 + (seq % 9000) as i64,
-                stock: (seq % 100) as i64,
-                body_size: BODY_SIZE,
-            };
-            let request = simulate::akeneo_product_updated(SECRET, simulate::unix_now(), &edit);
+            let request = webhook(&key, seq, self.base_us);
             seq += 1;
             let sent = Instant::now();
             let outcome = send.post(WEBHOOK_PATH, &request).await;
