@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use coalescing::{print_coalescing, run_coalescing};
 use common::{
-    BODY_SIZE, Machine, Server, VERSION, WEBHOOK_PATH, connect, count, cpu_seconds, finish,
-    machine, post, toml_path, webhook,
+    BODY_SIZE, Machine, Server, VERSION, connect, count, cpu_seconds, daemon_config, finish,
+    machine, post, webhook,
 };
 use fake::Fake;
 use hdrhistogram::Histogram;
@@ -251,19 +251,9 @@ fn main() -> ExitCode {
 
 /// One `akeneo` source and the fake as the only target.
 fn config_toml(db: &Path, fake: SocketAddr, concurrency: usize) -> String {
-    let db = toml_path(db);
     // request_timeout: requests wait at the closed gate while the products are ingested.
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-[store]
-path = {db}
-[[sources]]
-name = "akeneo"
-path = "{WEBHOOK_PATH}"
-format = "akeneo"
-secret = "bench-secret"
-[[targets]]
+    let targets = format!(
+        r#"[[targets]]
 name = "fake"
 kind = "http"
 [targets.http]
@@ -272,7 +262,8 @@ base_url = "http://{fake}"
 concurrency = {concurrency}
 request_timeout = "120s"
 "#
-    )
+    );
+    daemon_config(db, "", &targets)
 }
 
 pub fn run_throughput(

@@ -19,9 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use common::{
-    BODY_SIZE, Machine, Server, VERSION, WEBHOOK_PATH, count, finish, machine, toml_path,
-};
+use common::{BODY_SIZE, Machine, Server, VERSION, count, daemon_config, finish, machine};
 use load::{Load, drive};
 use serde::Serialize;
 
@@ -350,7 +348,6 @@ pub fn run_level(
 /// Three targets, as in production, whose delivery is throttled to a trickle so that this
 /// measures ingest alone (outbox rows are written, hardly any are applied).
 fn config_toml(db: &Path, max_batch: usize) -> String {
-    let db = toml_path(db);
     let targets = ["shopify-sim", "magento-sim", "erp-sim"]
         .map(|name| {
             format!(
@@ -359,36 +356,13 @@ fn config_toml(db: &Path, max_batch: usize) -> String {
             )
         })
         .concat();
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-[store]
-path = {db}
-max_batch = {max_batch}
-[[sources]]
-name = "akeneo"
-path = "{WEBHOOK_PATH}"
-format = "akeneo"
-secret = "bench-secret"
-{targets}"#
-    )
+    daemon_config(db, &format!("max_batch = {max_batch}"), &targets)
 }
 
 /// One `http` target on the loopback fake, delivering at full speed (no rate limit).
 fn config_delivering(db: &Path, max_batch: usize, fake: SocketAddr) -> String {
-    let db = toml_path(db);
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-[store]
-path = {db}
-max_batch = {max_batch}
-[[sources]]
-name = "akeneo"
-path = "{WEBHOOK_PATH}"
-format = "akeneo"
-secret = "bench-secret"
-[[targets]]
+    let targets = format!(
+        r#"[[targets]]
 name = "fake"
 kind = "http"
 [targets.http]
@@ -396,7 +370,8 @@ base_url = "http://{fake}"
 [targets.delivery]
 concurrency = 64
 "#
-    )
+    );
+    daemon_config(db, &format!("max_batch = {max_batch}"), &targets)
 }
 
 pub fn print_table(levels: &[Level]) {

@@ -22,7 +22,8 @@ use pimsync::simulate::{self, Edit, SignedRequest};
 use serde::Serialize;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const SECRET: &[u8] = b"bench-secret";
+const SECRET_TEXT: &str = "bench-secret";
+pub const SECRET: &[u8] = SECRET_TEXT.as_bytes();
 pub const WEBHOOK_PATH: &str = "/webhooks/akeneo";
 /// The size of every benchmark webhook's body, in bytes.
 pub const BODY_SIZE: usize = 1024;
@@ -141,6 +142,25 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A daemon config on loopback with the database at `db` (plus `store`, more `[store]`
+/// lines) and the benchmarks' one Akeneo source, followed by `targets`.
+pub fn daemon_config(db: &Path, store: &str, targets: &str) -> String {
+    let db = toml_path(db);
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+[store]
+path = {db}
+{store}
+[[sources]]
+name = "akeneo"
+path = "{WEBHOOK_PATH}"
+format = "akeneo"
+secret = "{SECRET_TEXT}"
+{targets}"#
+    )
 }
 
 /// A path as a quoted, escaped TOML string.
