@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use pimsync::simulate::{self, Edit, Sender, SignedRequest};
+use pimsync::simulate::Sender;
 
-use super::{BASE_US, converged, http_targets_config, outbox_drains};
+use super::{converged, http_targets_config, outbox_drains, sized_edit};
 use crate::fake_target::FakeTarget;
-use crate::harness::{AKENEO_SECRET, Daemon, count};
+use crate::harness::{Daemon, count};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs {
@@ -81,21 +81,6 @@ fn fill(path: &Path) -> u64 {
     written
 }
 
-fn edit(key: &str, version: i64, body_size: usize) -> SignedRequest {
-    simulate::akeneo_product_updated(
-        AKENEO_SECRET.as_bytes(),
-        simulate::unix_now(),
-        &Edit {
-            key,
-            family: "chairs",
-            updated_us: BASE_US + version,
-            price_cents: version,
-            stock: version % 50,
-            body_size,
-        },
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_filesystem_answers_503_and_recovers_without_losing_anything_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,7 +126,10 @@ async fn a_full_filesystem_answers_503_and_recovers_without_losing_anything_ackn
     for k in 0..KEYS {
         version += 1;
         let key = format!("FULL-{k}");
-        let (status, body) = sender.post(&url, &edit(&key, version, 1024)).await.unwrap();
+        let (status, body) = sender
+            .post(&url, &sized_edit(&key, version, 1024))
+            .await
+            .unwrap();
         assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
         acked.insert(key, version);
     }
@@ -158,7 +146,7 @@ async fn a_full_filesystem_answers_503_and_recovers_without_losing_anything_ackn
         version += 1;
         let key = format!("FULL-{}", n % KEYS);
         let (status, body) = sender
-            .post(&url, &edit(&key, version, 16 * 1024))
+            .post(&url, &sized_edit(&key, version, 16 * 1024))
             .await
             .expect("the daemon answers while its disk is full");
         match status {
@@ -196,7 +184,10 @@ async fn a_full_filesystem_answers_503_and_recovers_without_losing_anything_ackn
     loop {
         version += 1;
         let key = format!("FULL-{}", version % KEYS);
-        let (status, body) = sender.post(&url, &edit(&key, version, 1024)).await.unwrap();
+        let (status, body) = sender
+            .post(&url, &sized_edit(&key, version, 1024))
+            .await
+            .unwrap();
         match status {
             202 => {
                 acked.insert(key, version);
@@ -214,7 +205,10 @@ async fn a_full_filesystem_answers_503_and_recovers_without_losing_anything_ackn
     for k in 0..KEYS {
         version += 1;
         let key = format!("FULL-{k}");
-        let (status, body) = sender.post(&url, &edit(&key, version, 1024)).await.unwrap();
+        let (status, body) = sender
+            .post(&url, &sized_edit(&key, version, 1024))
+            .await
+            .unwrap();
         assert_eq!(
             status,
             202,

@@ -44,6 +44,11 @@ fn price_cents(body: &str) -> Option<i64> {
 const BASE_US: i64 = 1_760_000_000_000_000;
 
 fn signed_edit(key: &str, version: i64) -> SignedRequest {
+    sized_edit(key, version, 1024)
+}
+
+/// Edit `version` of `key` (its price and stock follow the version), `body_size` bytes.
+fn sized_edit(key: &str, version: i64, body_size: usize) -> SignedRequest {
     simulate::akeneo_product_updated(
         AKENEO_SECRET.as_bytes(),
         simulate::unix_now(),
@@ -53,7 +58,7 @@ fn signed_edit(key: &str, version: i64) -> SignedRequest {
             updated_us: BASE_US + version,
             price_cents: version,
             stock: version % 50,
-            body_size: 1024,
+            body_size,
         },
     )
 }
