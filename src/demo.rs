@@ -67,6 +67,7 @@ fn demo_config(dir: &Path, sims: &[Sim]) -> Config {
             body_limit: 1 << 20,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            worker_threads: None,
         },
         store: StoreConfig {
             path: dir.join("pimsync.db"),

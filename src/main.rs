@@ -124,7 +124,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .map_err(|errors| anyhow::anyhow!("{} is invalid:\n{errors}", config.display()))?;
             // Taken before the runtime starts its threads: it edits the environment.
             let activated = pimsync::systemd::activated_listener();
-            runtime()?.block_on(serve(loaded, activated))?;
+            runtime(daemon::worker_threads(loaded.server.worker_threads))?
+                .block_on(serve(loaded, activated))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile {
@@ -134,10 +135,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let loaded = Config::load(&config)
                 .map_err(|errors| anyhow::anyhow!("{} is invalid:\n{errors}", config.display()))?;
-            runtime()?.block_on(pimsync::pull::cli::run(loaded, &source, since.as_deref()))
+            let threads = daemon::worker_threads(loaded.server.worker_threads);
+            runtime(threads)?.block_on(pimsync::pull::cli::run(loaded, &source, since.as_deref()))
         }
         Command::Demo { edits } => {
-            runtime()?.block_on(pimsync::demo::run(edits))?;
+            runtime(daemon::worker_threads(None))?.block_on(pimsync::demo::run(edits))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Resync(args) => cli::resync::run(args),
@@ -216,8 +218,9 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
         .enable_all()
         .build()
         .context("starting the async runtime")

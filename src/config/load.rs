@@ -76,6 +76,7 @@ pub(super) const DEFAULT_INBOX_MAX_ROWS: u64 = 1_000_000;
 pub(super) const DEFAULT_MAX_BATCH: u64 = 1024;
 pub(super) const MAX_MAX_BATCH: u64 = 65536;
 pub(super) const DEFAULT_QUEUE_CAPACITY: u64 = 8192;
+pub(super) const MAX_WORKER_THREADS: u64 = 1024;
 
 impl Config {
     /// Reads the config file; relative paths in it resolve against its directory.
@@ -185,12 +186,21 @@ fn read_server(mut s: Section<'_, '_>) -> Option<ServerConfig> {
         s.invalid("request_timeout", "must be greater than 0");
     }
     let shutdown_grace = s.duration("shutdown_grace", DEFAULT_SHUTDOWN_GRACE);
+    let worker_threads = s.optional_integer("worker_threads");
+    if worker_threads.is_some_and(|n| !(1..=MAX_WORKER_THREADS).contains(&n)) {
+        s.invalid(
+            "worker_threads",
+            format!("must be between 1 and {MAX_WORKER_THREADS}"),
+        );
+    }
     s.finish();
     Some(ServerConfig {
         listen: listen?,
         body_limit: body_limit?,
         request_timeout,
         shutdown_grace,
+        // Checked above to be at most MAX_WORKER_THREADS.
+        worker_threads: worker_threads.map(|n| usize::try_from(n).unwrap_or(1)),
     })
 }
 

@@ -83,6 +83,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// Threads of the async runtime (requests, deliveries); None: the default of
+    /// `daemon::worker_threads`.
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone)]

@@ -204,24 +204,27 @@ impl<'a, 'i> Section<'a, 'i> {
 
     /// A non-negative integer.
     pub fn integer(&mut self, key: &'static str, default: u64) -> u64 {
-        let Some(value) = self.take(key) else {
-            return default;
-        };
+        self.optional_integer(key).unwrap_or(default)
+    }
+
+    /// A non-negative integer; None when absent (or reported as invalid).
+    pub fn optional_integer(&mut self, key: &'static str) -> Option<u64> {
+        let value = self.take(key)?;
         match value.get_ref() {
             DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
-                Ok(n) if n >= 0 => n.unsigned_abs(),
+                Ok(n) if n >= 0 => Some(n.unsigned_abs()),
                 Ok(_) => {
                     self.invalid(key, "must not be negative");
-                    default
+                    None
                 }
                 Err(_) => {
                     self.invalid(key, "integer out of range");
-                    default
+                    None
                 }
             },
             _ => {
                 self.wrong_type(key, "an integer", value);
-                default
+                None
             }
         }
     }

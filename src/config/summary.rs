@@ -34,6 +34,14 @@ impl Config {
             "  shutdown grace   {}",
             duration(server.shutdown_grace)
         )?;
+        let threads = crate::daemon::worker_threads(server.worker_threads);
+        match server.worker_threads {
+            Some(_) => writeln!(out, "  worker threads   {threads}")?,
+            None => writeln!(
+                out,
+                "  worker threads   {threads} (one fewer than the CPUs, at least 1)"
+            )?,
+        }
 
         let store = &self.store;
         writeln!(out, "store:")?;

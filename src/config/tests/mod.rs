@@ -87,6 +87,7 @@ fn defaults() {
     assert_eq!(server.body_limit, 1 << 20);
     assert_eq!(server.request_timeout, Duration::from_secs(30));
     assert_eq!(server.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(server.worker_threads, None);
     let store = &config.store;
     assert_eq!(store.path, Path::new("/etc/pimsync/pimsync.db"));
     assert_eq!(store.inbox_retention, Duration::from_secs(7 * 86400));
@@ -106,6 +107,7 @@ listen = "[::1]:0"
 body_limit = 65536
 request_timeout = "1m 30s"
 shutdown_grace = "0s"
+worker_threads = 3
 [store]
 path = "data/pim.db"
 inbox_retention = "12h"
@@ -119,6 +121,7 @@ queue_capacity = 1
     assert_eq!(config.server.body_limit, 65536);
     assert_eq!(config.server.request_timeout, Duration::from_secs(90));
     assert_eq!(config.server.shutdown_grace, Duration::ZERO);
+    assert_eq!(config.server.worker_threads, Some(3));
     assert_eq!(config.store.path, Path::new("/etc/pimsync/data/pim.db"));
     assert_eq!(config.store.inbox_retention, Duration::from_secs(12 * 3600));
     assert_eq!(config.store.inbox_max_rows, 0);
@@ -192,6 +195,7 @@ fn numeric_limits() {
         r#"
 [server]
 body_limit = 0
+worker_threads = 0
 [store]
 inbox_max_rows = -1
 max_batch = 65537
@@ -202,6 +206,7 @@ queue_capacity = 0
         errors(&text),
         [
             "server.body_limit: must be greater than 0",
+            "server.worker_threads: must be between 1 and 1024",
             "store.inbox_max_rows: must not be negative",
             "store.max_batch: must be between 1 and 65536",
             "store.queue_capacity: must be at least 1",
@@ -211,6 +216,11 @@ queue_capacity = 0
     assert_eq!(
         errors(&zero_batch),
         ["store.max_batch: must be between 1 and 65536"]
+    );
+    let too_many_threads = format!("[server]\nworker_threads = 1025\n{SOURCE}");
+    assert_eq!(
+        errors(&too_many_threads),
+        ["server.worker_threads: must be between 1 and 1024"]
     );
 }
 
@@ -261,7 +271,7 @@ retention = "7d"
         errors(&text),
         [
             "version: unknown key (expected one of: server, store, sources, targets, schedules, admin)",
-            "server.port: unknown key (expected one of: listen, body_limit, request_timeout, shutdown_grace)",
+            "server.port: unknown key (expected one of: listen, body_limit, request_timeout, shutdown_grace, worker_threads)",
             "store.retention: unknown key (expected one of: path, inbox_retention, inbox_max_rows, max_batch, queue_capacity, max_size)",
         ]
     );
@@ -273,7 +283,7 @@ fn unusual_unknown_key_is_quoted_in_path() {
     assert_eq!(
         errors(&text),
         [
-            r#"server."body limit": unknown key (expected one of: listen, body_limit, request_timeout, shutdown_grace)"#
+            r#"server."body limit": unknown key (expected one of: listen, body_limit, request_timeout, shutdown_grace, worker_threads)"#
         ]
     );
 }
