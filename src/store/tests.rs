@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use pimsync_connectors::{
-    AttributeValue, ChangeBody, ChangeOp, ProductChange, ProductKind, Snapshot,
+    AttributeValue, ChangeBody, ChangeOp, ContentHash, ProductChange, ProductKind, Snapshot,
 };
 use serde_json::json;
 
@@ -238,6 +238,74 @@ async fn many_edits_of_one_product_coalesce_into_one_outbox_row() {
             .load(std::sync::atomic::Ordering::Relaxed)
             <= 200
     );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_change_moves_each_targets_row_by_its_own_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&config(dir.path())).unwrap();
+    let router = router(&[("wait", &[]), ("backoff", &[]), ("dead", &[]), ("new", &[])]);
+    let first = request(None, vec![upsert("P", 1, snapshot("f", 1))]);
+    store.ingest(first, router.clone()).await.unwrap();
+    let later = now_ms() + 3_600_000;
+    let side = Connection::open(store.path()).unwrap();
+    side.pragma_update(None, "busy_timeout", 5000).unwrap();
+    side.execute_batch(&format!(
+        "UPDATE outbox SET next_attempt_at = {later} WHERE target = 'wait';
+         UPDATE outbox SET attempts = 2, next_attempt_at = {later}, last_error = 'HTTP 503'
+             WHERE target = 'backoff';
+         UPDATE outbox SET state = 'dead', attempts = 9, last_error = 'HTTP 422'
+             WHERE target = 'dead';
+         DELETE FROM outbox WHERE target = 'new';"
+    ))
+    .unwrap();
+
+    let second = request(None, vec![upsert("P", 2, snapshot("f", 2))]);
+    let outcome = store.ingest(second, router).await.unwrap();
+    assert_eq!(outcome.outbox_rows, 4);
+    let hash = ContentHash(store.product("P").await.unwrap().unwrap().content_hash);
+    struct Row {
+        target: String,
+        desired: String,
+        idempotency: String,
+        state: String,
+        attempts: i64,
+        due: i64,
+        error: Option<String>,
+    }
+    let mut rows = side
+        .prepare("SELECT target, desired_hash, idempotency_key, state, attempts, next_attempt_at, last_error FROM outbox ORDER BY target")
+        .unwrap();
+    let rows: Vec<Row> = rows
+        .query_map([], |r| {
+            Ok(Row {
+                target: r.get(0)?,
+                desired: r.get(1)?,
+                idempotency: r.get(2)?,
+                state: r.get(3)?,
+                attempts: r.get(4)?,
+                due: r.get(5)?,
+                error: r.get(6)?,
+            })
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let targets: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(targets, ["backoff", "dead", "new", "wait"]);
+    for row in &rows {
+        let target = row.target.as_str();
+        assert_eq!(row.desired, hash.as_str(), "{target}");
+        let expected = pimsync_connectors::idempotency_key(target, "P", &hash);
+        assert_eq!(row.idempotency, expected, "{target}");
+        assert_eq!(row.state, "pending", "{target}");
+        assert_eq!(row.attempts, 0, "{target}");
+        assert_eq!(row.error, None, "{target}");
+        // A wait that is not a failure's backoff keeps its time; the others are due now.
+        let due = row.due;
+        assert_eq!(due == later, target == "wait", "{target}: due {due}");
+    }
     store.close().await;
 }
 
