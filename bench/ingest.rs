@@ -148,6 +148,8 @@ pub struct Level {
     pub inbox_verified: bool,
     /// CPU time over the measured window, in % of one core.
     pub server_cpu_pct: f64,
+    /// The store writer thread's CPU per edit measured, in µs.
+    pub writer_us_per_edit: f64,
     pub loadgen_cpu_pct: f64,
     pub daemon_exit_ok: bool,
     /// Applies the loopback target received in the measured window (delivering levels).
@@ -294,8 +296,7 @@ pub fn run_level(
         warmup,
         measure,
     };
-    let (tally, import, server_cpu, loadgen_cpu, applies) =
-        runtime.block_on(drive(&load, pid, applied));
+    let (tally, import, cpu, applies) = runtime.block_on(drive(&load, pid, applied));
     let exit = server.stop()?;
     if !exit.success() {
         eprintln!("daemon {exit}; its stderr ends:\n{}", server.stderr_tail());
@@ -325,8 +326,9 @@ pub fn run_level(
         accepted_total: tally.accepted,
         inbox_rows,
         inbox_verified: inbox_rows >= tally.accepted,
-        server_cpu_pct: server_cpu * 100.0 / seconds,
-        loadgen_cpu_pct: loadgen_cpu * 100.0 / seconds,
+        server_cpu_pct: cpu.server * 100.0 / seconds,
+        writer_us_per_edit: cpu.writer * 1e6 / hist.len().max(1) as f64,
+        loadgen_cpu_pct: cpu.loadgen * 100.0 / seconds,
         daemon_exit_ok: exit.success(),
         applies,
         applies_per_s: applies.map(|n| n as f64 / seconds),
@@ -380,7 +382,7 @@ pub fn print_table(levels: &[Level]) {
         let cells = cells.iter().zip(widths).map(|(c, w)| format!("{c:>w$}"));
         println!("{}", cells.collect::<Vec<_>>().join(" "));
     };
-    let header = "connections|max_batch|import/s (p99)|edits|edits/s|p50 ms|p99 ms|max ms|non-202|inbox rows ≥ 202s|srv CPU|gen CPU|delivering (applies/s)";
+    let header = "connections|max_batch|import/s (p99)|edits|edits/s|p50 ms|p99 ms|max ms|non-202|inbox rows ≥ 202s|srv CPU|writer µs/edit|gen CPU|delivering (applies/s)";
     println!();
     row(&header.split('|').map(str::to_owned).collect::<Vec<_>>());
     for l in levels {
@@ -397,6 +399,7 @@ pub fn print_table(levels: &[Level]) {
             l.non_202.to_string(),
             format!("{} ≥ {} {verdict}", l.inbox_rows, l.accepted_total),
             format!("{:.0}%", l.server_cpu_pct),
+            format!("{:.1}", l.writer_us_per_edit),
             format!("{:.0}%", l.loadgen_cpu_pct),
             l.applies_per_s
                 .map_or("no (throttled logs)".to_owned(), |r| format!("{r:.0}")),

@@ -12,7 +12,7 @@ use pimsync::simulate;
 use tokio::time::Instant;
 
 use super::common::raw::RawConnection;
-use super::common::{WEBHOOK_PATH, cpu_seconds, webhook};
+use super::common::{WEBHOOK_PATH, cpu_seconds, thread_cpu_seconds, webhook};
 
 /// Answers counted by one connection or a whole level: latencies (µs) of the answers
 /// completed inside the measured window (or of the import); counts over the whole level,
@@ -62,14 +62,23 @@ pub struct Import {
     pub seconds: f64,
 }
 
+/// CPU seconds used over the measured window.
+pub struct Cpu {
+    pub server: f64,
+    /// The daemon's store writer thread alone: its cost per edit is the daemon's own cost,
+    /// whatever the queueing of the load (the machine's speed still moves it).
+    pub writer: f64,
+    pub loadgen: f64,
+}
+
 /// Runs the closed loops through the import, the warmup and the measured window of edits;
-/// returns the edits' tally, the import, the daemon's and this process's CPU seconds over
-/// the window, and how much `applied` (the fake target's request counter) grew over it.
+/// returns the edits' tally, the import, the CPU used over the window, and how much
+/// `applied` (the fake target's request counter) grew over it.
 pub async fn drive(
     load: &Load,
     server_pid: u32,
     applied: Option<&AtomicU64>,
-) -> (Tally, Import, f64, f64, Option<u64>) {
+) -> (Tally, Import, Cpu, Option<u64>) {
     let start = Instant::now();
     let base_us = simulate::unix_now() * 1_000_000;
     let (imported, mut all_imported) = tokio::sync::mpsc::channel(load.connections);
@@ -102,7 +111,11 @@ pub async fn drive(
     };
     let measure_from = Instant::now() + load.warmup;
     let _ = window.set((measure_from, measure_from + load.measure));
-    let cpu = || (cpu_seconds(server_pid), cpu_seconds(std::process::id()));
+    let cpu = || Cpu {
+        server: cpu_seconds(server_pid),
+        writer: thread_cpu_seconds(server_pid, "pimsync-writer"),
+        loadgen: cpu_seconds(std::process::id()),
+    };
     let applies = || applied.map(|n| n.load(Ordering::Relaxed));
     tokio::time::sleep_until(measure_from).await;
     let before = cpu();
@@ -124,8 +137,11 @@ pub async fn drive(
     (
         total,
         import,
-        after.0 - before.0,
-        after.1 - before.1,
+        Cpu {
+            server: after.server - before.server,
+            writer: after.writer - before.writer,
+            loadgen: after.loadgen - before.loadgen,
+        },
         applies,
     )
 }
