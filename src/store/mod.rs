@@ -130,9 +130,12 @@ impl Store {
     /// transaction. Returns once committed (see the durability contract above).
     pub async fn ingest(
         &self,
-        request: Ingest,
+        mut request: Ingest,
         router: Arc<Router>,
     ) -> Result<IngestOutcome, StoreError> {
+        for change in &mut request.changes {
+            change.route(&router);
+        }
         self.write(move |conn| ingest::ingest(conn, &request, &router, now_ms()))
             .await
     }
