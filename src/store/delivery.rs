@@ -8,6 +8,7 @@
 use pimsync_connectors::RemoteIds;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::outbox::{desired_hash_sql, resolved_key};
 use super::{Store, StoreError, now_ms};
 
 /// One leased row with everything the dispatcher needs to apply it.
@@ -187,21 +188,25 @@ fn lease(
         lease_ms,
         spacing_ms,
     } = timing;
-    let mut due = conn.prepare_cached(
-        "SELECT product_key, desired_hash, idempotency_key, attempts FROM outbox
+    let mut due = conn.prepare_cached(concat!(
+        "SELECT product_key, ",
+        desired_hash_sql!(),
+        ", idempotency_key, attempts FROM outbox
          WHERE target = ?1 AND state = 'pending' AND next_attempt_at <= ?2
          UNION ALL
-         SELECT product_key, desired_hash, idempotency_key, attempts FROM outbox
+         SELECT product_key, ",
+        desired_hash_sql!(),
+        ", idempotency_key, attempts FROM outbox
          WHERE target = ?1 AND state = 'leased' AND lease_until <= ?2
-         LIMIT ?3",
-    )?;
+         LIMIT ?3"
+    ))?;
     let rows: Vec<(String, String, String, u32)> = due
         .query_map(params![target, now, limit as i64], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut mark = conn.prepare_cached(
-        "UPDATE outbox SET state = 'leased', lease_owner = ?3, lease_until = ?4, leased_hash = desired_hash
+        "UPDATE outbox SET state = 'leased', lease_owner = ?3, lease_until = ?4, leased_hash = ?5
          WHERE target = ?1 AND product_key = ?2",
     )?;
     let mut product = conn.prepare_cached(
@@ -237,7 +242,8 @@ fn lease(
                 continue;
             }
         }
-        mark.execute(params![target, key, owner, now + lease_ms])?;
+        mark.execute(params![target, key, owner, now + lease_ms, desired_hash])?;
+        let idempotency_key = resolved_key(target, &key, idempotency_key, &desired_hash);
         let (kind, deleted, snapshot, version, accepted_at) = product
             .query_row([&key], |row| {
                 Ok((
@@ -302,10 +308,12 @@ fn take_history(conn: &Connection, lease: &mut Lease) -> Result<(), StoreError> 
 fn settle_row(conn: &Connection, s: &Settle, now: i64) -> Result<Settled, StoreError> {
     // Only the lease holder settles; a lease that expired and was taken again is not ours.
     let current: Option<String> = conn
-        .prepare_cached(
-            "SELECT desired_hash FROM outbox
-             WHERE target = ?1 AND product_key = ?2 AND state = 'leased' AND lease_owner = ?3",
-        )?
+        .prepare_cached(concat!(
+            "SELECT ",
+            desired_hash_sql!(),
+            " FROM outbox
+             WHERE target = ?1 AND product_key = ?2 AND state = 'leased' AND lease_owner = ?3"
+        ))?
         .query_row(params![s.target, s.product_key, s.owner], |row| row.get(0))
         .optional()?;
     let Some(desired_hash) = current else {

@@ -1,6 +1,7 @@
 //! Ingest: one webhook becomes an inbox row, product snapshots and outbox rows, all in the
 //! caller's transaction. This is where the outbox is level-triggered: a product's row per
-//! target names the content hash the target must reach, and a newer change just moves it.
+//! target asks for the content the target must reach (usually by following the product's
+//! own, see `outbox`), and a newer change just moves it.
 
 use std::borrow::Cow;
 
@@ -10,6 +11,7 @@ use pimsync_connectors::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
+use super::outbox::{Arm, Desired};
 use crate::route::Router;
 
 /// A parsed webhook, ready to commit.
@@ -32,8 +34,6 @@ pub struct Ingest {
 pub struct PreparedChange {
     pub change: ProductChange,
     canonical: Option<(String, ContentHash)>,
-    /// (target, idempotency key) for each target this change routes to, set by `route`.
-    keys: Vec<(String, String)>,
 }
 
 impl PreparedChange {
@@ -46,42 +46,7 @@ impl PreparedChange {
             }
             _ => None,
         };
-        PreparedChange {
-            change,
-            canonical,
-            keys: Vec::new(),
-        }
-    }
-
-    /// Computes the idempotency key of each target the change's snapshot routes to, before
-    /// it reaches the writer: a SHA-256 per target there measured 4 % of the writer's
-    /// time. Event targets are left out (their keys include the accept time), and so are
-    /// changes whose key or hash only the writer knows (keyed by uuid, partial).
-    pub(super) fn route(&mut self, router: &Router) {
-        let (Some(key), Some((_, hash)), ChangeBody::Full(snapshot)) =
-            (&self.change.key, &self.canonical, &self.change.body)
-        else {
-            return;
-        };
-        self.keys = router
-            .matching(snapshot)
-            .filter(|target| !router.is_event_target(target))
-            .map(|target| (target.to_owned(), idempotency_key(target, key, hash)))
-            .collect();
-    }
-
-    /// The idempotency key of (`target`, `key`, `hash`): the one `route` computed when it
-    /// was for this key and hash, else computed now.
-    fn idempotency_key(&self, target: &str, key: &str, hash: &ContentHash) -> String {
-        let routed = self.change.key.as_deref() == Some(key)
-            && self.canonical.as_ref().is_some_and(|(_, h)| h == hash);
-        let known = routed
-            .then(|| self.keys.iter().find(|(t, _)| t == target))
-            .flatten();
-        match known {
-            Some((_, idempotency)) => idempotency.clone(),
-            None => idempotency_key(target, key, hash),
-        }
+        PreparedChange { change, canonical }
     }
 }
 
@@ -345,13 +310,18 @@ fn apply_change(
                 continue;
             }
         }
-        let idempotency = if router.is_event_target(&target) {
+        if router.is_event_target(&target) {
+            // Each change has a key of its own: the row names it.
             let change_state = ContentHash(format!("{hash}@{}@{now}", change.version));
-            idempotency_key(&target, &key, &change_state)
+            let idempotency = idempotency_key(&target, &key, &change_state);
+            let own = Desired::Own {
+                hash: &hash,
+                idempotency: &idempotency,
+            };
+            arm.row(&target, &key, own, now)?;
         } else {
-            prepared.idempotency_key(&target, &key, &hash)
-        };
-        arm.row(&target, &key, &hash, &idempotency, now)?;
+            arm.row(&target, &key, Desired::Product, now)?;
+        }
         outcome.outbox_rows += 1;
         if router.keeps_history(&target) {
             // The same transaction as the product: an acknowledged change is never
@@ -416,62 +386,12 @@ fn rearm_model(
         variant.hash.as_str()
     ));
     let idempotency = idempotency_key(target, model, &desired);
-    arm.row(target, model, &desired, &idempotency, now)?;
+    let own = Desired::Own {
+        hash: &desired,
+        idempotency: &idempotency,
+    };
+    arm.row(target, model, own, now)?;
     Ok(true)
-}
-
-/// Points outbox rows at new hashes, creating a row due now where there is none. A row
-/// that stays pending (or leased) only needs its new hash: leaving `state` and
-/// `next_attempt_at` unassigned keeps its `outbox_due` entry where it is, instead of
-/// rewriting a random index page per target on every webhook. Its time stays too when it
-/// is a wait that is not a failure's backoff (`min_interval`, a platform's throttle);
-/// after failures, and for a dead row, the new content is tried at once. Its statements
-/// are looked up once per change, not once per target: this runs on the writer thread.
-struct Arm<'c> {
-    move_hash: rusqlite::CachedStatement<'c>,
-    upsert: rusqlite::CachedStatement<'c>,
-}
-
-impl<'c> Arm<'c> {
-    fn new(conn: &'c Connection) -> Result<Arm<'c>, StoreError> {
-        Ok(Arm {
-            move_hash: conn.prepare_cached(
-                "UPDATE outbox SET desired_hash = ?3, idempotency_key = ?4, attempts = 0,
-                                   last_error = NULL, updated_at = ?5
-                 WHERE product_key = ?2 AND target = ?1
-                   AND (state = 'leased' OR (state = 'pending' AND (attempts = 0 OR next_attempt_at <= ?5)))",
-            )?,
-            upsert: conn.prepare_cached(
-                "INSERT INTO outbox (target, product_key, desired_hash, idempotency_key, state, attempts,
-                                     next_attempt_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)
-                 ON CONFLICT (product_key, target) DO UPDATE SET
-                     desired_hash = excluded.desired_hash,
-                     idempotency_key = excluded.idempotency_key,
-                     state = CASE WHEN outbox.state = 'leased' THEN 'leased' ELSE 'pending' END,
-                     attempts = 0,
-                     next_attempt_at = excluded.next_attempt_at,
-                     last_error = NULL,
-                     updated_at = excluded.updated_at",
-            )?,
-        })
-    }
-
-    /// Points the row of (`target`, `key`) at `hash`.
-    fn row(
-        &mut self,
-        target: &str,
-        key: &str,
-        hash: &ContentHash,
-        idempotency: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let args = params![target, key, hash.as_str(), idempotency, now];
-        if self.move_hash.execute(args)? == 0 {
-            self.upsert.execute(args)?;
-        }
-        Ok(())
-    }
 }
 
 /// A deletion goes to the targets the product was routed to (by its last content) and to

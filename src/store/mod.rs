@@ -13,6 +13,7 @@ mod delivery;
 mod history;
 mod ingest;
 pub mod ops;
+mod outbox;
 mod pull;
 mod query;
 mod schedule;
@@ -130,12 +131,9 @@ impl Store {
     /// transaction. Returns once committed (see the durability contract above).
     pub async fn ingest(
         &self,
-        mut request: Ingest,
+        request: Ingest,
         router: Arc<Router>,
     ) -> Result<IngestOutcome, StoreError> {
-        for change in &mut request.changes {
-            change.route(&router);
-        }
         self.write(move |conn| ingest::ingest(conn, &request, &router, now_ms()))
             .await
     }

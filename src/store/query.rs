@@ -3,6 +3,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use super::outbox::{desired_hash_sql, resolved_key};
 use super::{Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,16 +75,22 @@ impl Store {
     /// Outbox rows, by target then product key, at most `limit`.
     pub async fn outbox(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         self.read(move |conn| {
-            let mut statement = conn.prepare(
-                "SELECT target, product_key, desired_hash, idempotency_key, state, attempts
-                 FROM outbox ORDER BY target, product_key LIMIT ?1",
-            )?;
+            let mut statement = conn.prepare(concat!(
+                "SELECT target, product_key, ",
+                desired_hash_sql!(),
+                ", idempotency_key, state, attempts
+                 FROM outbox ORDER BY target, product_key LIMIT ?1"
+            ))?;
             let rows = statement.query_map(params![limit as i64], |row| {
+                let (target, product_key, desired_hash): (String, String, String) =
+                    (row.get(0)?, row.get(1)?, row.get(2)?);
+                let idempotency_key =
+                    resolved_key(&target, &product_key, row.get(3)?, &desired_hash);
                 Ok(OutboxRow {
-                    target: row.get(0)?,
-                    product_key: row.get(1)?,
-                    desired_hash: row.get(2)?,
-                    idempotency_key: row.get(3)?,
+                    target,
+                    product_key,
+                    desired_hash,
+                    idempotency_key,
                     state: row.get(4)?,
                     attempts: row.get(5)?,
                 })

@@ -130,6 +130,10 @@ const MIGRATIONS: &[&str] = &[
         reason      TEXT NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 5: an outbox row may follow its product (see `outbox`): an empty `desired_hash` and
+    // `idempotency_key` ask for the product's current content. No table changes; the
+    // version keeps an older pimsync, which would read the empty hash literally, out.
+    "-- outbox rows that follow their product",
 ];
 
 /// The schema version this build writes.

@@ -5,6 +5,7 @@ use pimsync_connectors::{
 };
 use serde_json::json;
 
+use super::outbox::{desired_hash_sql, resolved_key};
 use super::*;
 use crate::config::{TargetConfig, TargetFilter, TargetKind};
 
@@ -275,14 +276,19 @@ async fn a_change_moves_each_targets_row_by_its_own_state() {
         error: Option<String>,
     }
     let mut rows = side
-        .prepare("SELECT target, desired_hash, idempotency_key, state, attempts, next_attempt_at, last_error FROM outbox ORDER BY target")
+        .prepare(concat!(
+            "SELECT target, ",
+            desired_hash_sql!(),
+            ", idempotency_key, state, attempts, next_attempt_at, last_error FROM outbox ORDER BY target"
+        ))
         .unwrap();
     let rows: Vec<Row> = rows
         .query_map([], |r| {
+            let (target, desired): (String, String) = (r.get(0)?, r.get(1)?);
             Ok(Row {
-                target: r.get(0)?,
-                desired: r.get(1)?,
-                idempotency: r.get(2)?,
+                idempotency: resolved_key(&target, "P", r.get(2)?, &desired),
+                target,
+                desired,
                 state: r.get(3)?,
                 attempts: r.get(4)?,
                 due: r.get(5)?,

@@ -1,6 +1,7 @@
 //! Variants at a target that holds them inside their product model (Shopify): a variant's
 //! change re-applies its model, and the variant is never applied on its own there.
 
+use super::outbox::desired_hash_sql;
 use super::tests::*;
 use super::*;
 use crate::store::{Outcome, Settle};
@@ -22,9 +23,11 @@ fn variant(key: &str, parent: &str, version: i64, price: i64) -> ProductChange {
 fn rows(dir: &std::path::Path) -> Vec<(String, String, String)> {
     let conn = rusqlite::Connection::open(dir.join("pimsync.db")).unwrap();
     let mut statement = conn
-        .prepare(
-            "SELECT target, product_key, desired_hash FROM outbox ORDER BY target, product_key",
-        )
+        .prepare(concat!(
+            "SELECT target, product_key, ",
+            desired_hash_sql!(),
+            " FROM outbox ORDER BY target, product_key"
+        ))
         .unwrap();
     let rows = statement
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))

@@ -5,6 +5,7 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::{ReadOnly, RowKey};
+use crate::store::outbox::desired_hash_sql;
 use crate::store::{Store, StoreError, now_ms};
 
 /// A dead-lettered outbox row.
@@ -129,9 +130,10 @@ fn dead_rows(
         DeadOrder::Newest(n) => ("updated_at DESC, target, product_key", n as i64),
     };
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT target, product_key, attempts, last_error, updated_at, desired_hash FROM outbox
+        "SELECT target, product_key, attempts, last_error, updated_at, {desired} FROM outbox
          WHERE state = 'dead' AND (?1 IS NULL OR target = ?1)
-         ORDER BY {order} LIMIT ?2"
+         ORDER BY {order} LIMIT ?2",
+        desired = desired_hash_sql!()
     ))?;
     statement
         .query_map(params![target, limit], |row| {

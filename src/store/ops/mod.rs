@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
+use super::outbox::{desired_hash_sql, resolved_key};
 use super::query::InboxRow;
 use super::{StoreError, schema};
 
@@ -148,18 +149,24 @@ impl ReadOnly {
         let tx = conn.unchecked_transaction()?;
         let Some(mut detail) = tx
             .query_row(
-                "SELECT state, attempts, last_error, desired_hash, idempotency_key, created_at,
-                        updated_at, next_attempt_at
-                 FROM outbox WHERE product_key = ?2 AND target = ?1",
+                concat!(
+                    "SELECT state, attempts, last_error, ",
+                    desired_hash_sql!(),
+                    ", idempotency_key, created_at, updated_at, next_attempt_at
+                     FROM outbox WHERE product_key = ?2 AND target = ?1"
+                ),
                 params![key.target, key.product_key],
                 |row| {
+                    let desired_hash: String = row.get(3)?;
+                    let idempotency_key =
+                        resolved_key(&key.target, &key.product_key, row.get(4)?, &desired_hash);
                     Ok(RowDetail {
                         key: key.clone(),
                         state: row.get(0)?,
                         attempts: row.get(1)?,
                         last_error: row.get(2)?,
-                        desired_hash: row.get(3)?,
-                        idempotency_key: row.get(4)?,
+                        desired_hash,
+                        idempotency_key,
                         created_at: row.get(5)?,
                         updated_at: row.get(6)?,
                         next_attempt_at: row.get(7)?,
