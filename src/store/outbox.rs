@@ -5,8 +5,8 @@
 //! `content_hash`, and its key the usual one for that hash. Ingest writes rows that way,
 //! and leaves a row that follows and is simply waiting untouched when its product changes
 //! again. An edit of a product whose targets are still catching up (a bulk edit against a
-//! rate-limited shop) then writes the product's page and not also the outbox's, which was
-//! a fifth of the writer's time per edit. A row whose state is not the product's content (a
+//! rate-limited shop) then writes the product's page and not also the outbox's: the
+//! writer's CPU per such edit fell by a quarter (README, *Performance*). A row whose state is not the product's content (a
 //! product model re-armed for a variant), or whose key is not the usual one (a target that
 //! gets every change), names both.
 
@@ -46,7 +46,7 @@ pub(super) fn resolved_key(
 /// What a row should ask for: its product's content, or a state of its own.
 #[derive(Clone, Copy)]
 pub(super) enum Desired<'a> {
-    /// The product's content, just written with this hash, and the usual key for it.
+    /// The product's content as this change has just written it, with the usual key.
     Product,
     /// A hash and key of the row's own.
     Own {
