@@ -15,7 +15,9 @@ use axum::http::HeaderMap;
 use pimsync_connectors::{ChangeBody, ChangeOp, ProductChange, ProductKind};
 use serde_json::Value;
 
-use super::json::{Obj, Strictness, malformed, micros_since_epoch, parse_body, quoted, snapshot};
+use super::json::{
+    Obj, Strictness, malformed, micros_since_epoch, parse_body, quoted, snapshot, timed_delivery_id,
+};
 use super::{Parsed, Rejection, keep_headers};
 use crate::config::SignatureEncoding;
 use crate::receiver::signature::{
@@ -48,8 +50,9 @@ pub fn verify(
     }
 }
 
-/// Parses an Events API body. The delivery id is the event ids joined with `,`: Akeneo
-/// retries a failed request with the same events, so the same id.
+/// Parses an Events API body. The delivery id is the first event's time followed by the
+/// event ids joined with `,` (see `timed_delivery_id`): Akeneo retries a failed request
+/// with the same events, so the same id.
 pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Rejection> {
     let kept_headers = keep_headers(headers, &[TIMESTAMP_HEADER, "content-type", "user-agent"]);
     if body.is_empty() {
@@ -78,19 +81,26 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Rejection> {
     }
     let mut changes = Vec::with_capacity(events.len());
     let mut event_ids = Vec::with_capacity(events.len());
+    let mut first_event_at = None;
     for (i, event) in events.iter().enumerate() {
-        let change = parse_event(event, &format!("events[{i}]"))?;
+        let (change, event_at) = parse_event(event, &format!("events[{i}]"))?;
+        first_event_at.get_or_insert(event_at);
         event_ids.push(change.event_id.clone().unwrap_or_default());
         changes.push(change);
     }
+    let event_ids = event_ids.join(",");
     Ok(Parsed {
-        delivery_id: Some(event_ids.join(",")),
+        delivery_id: Some(match first_event_at {
+            Some(at) => timed_delivery_id(at, &event_ids),
+            None => event_ids,
+        }),
         changes,
         kept_headers,
     })
 }
 
-fn parse_event(value: &Value, path: &str) -> Result<ProductChange, Rejection> {
+/// One event, and its `event_datetime` in microseconds.
+fn parse_event(value: &Value, path: &str) -> Result<(ProductChange, i64), Rejection> {
     let event = Obj::new(value, path)?;
     let action = event.str("action")?;
     let (kind, op) = match action {
@@ -129,7 +139,7 @@ fn parse_event(value: &Value, path: &str) -> Result<ProductChange, Rejection> {
             ChangeBody::Full(snapshot(&resource, Strictness::Lenient)?),
         ),
     };
-    Ok(ProductChange {
+    let change = ProductChange {
         key,
         uuid,
         kind,
@@ -137,7 +147,8 @@ fn parse_event(value: &Value, path: &str) -> Result<ProductChange, Rejection> {
         version,
         body,
         event_id: Some(event_id.to_owned()),
-    })
+    };
+    Ok((change, event_micros))
 }
 
 /// The key and uuid of a REST resource. Products are keyed by identifier (may be absent
@@ -266,7 +277,9 @@ mod tests {
         let parsed = request(BODY_SIGNATURE, TIMESTAMP, BODY, TIMESTAMP).unwrap();
         assert_eq!(
             parsed.delivery_id.as_deref(),
-            Some("c8741e6b-7a35-4e97-a8c5-ab9c2bd4df81,7f0a2c9e-5b1d-4e3f-9a8b-6c5d4e3f2a1b")
+            Some(
+                "2020-10-13T05:02:47.000000Z c8741e6b-7a35-4e97-a8c5-ab9c2bd4df81,7f0a2c9e-5b1d-4e3f-9a8b-6c5d4e3f2a1b"
+            )
         );
         assert_eq!(
             parsed.kept_headers,
@@ -461,7 +474,10 @@ mod tests {
             (c[2].key.as_deref(), c[2].uuid.as_deref(), c[2].version),
             (None, Some("u-10"), 1_602_565_368_000_000)
         );
-        assert_eq!(parsed.delivery_id.as_deref(), Some("e-1,e-1,e-1"));
+        assert_eq!(
+            parsed.delivery_id.as_deref(),
+            Some("2020-10-13T05:02:48.000000Z e-1,e-1,e-1")
+        );
     }
 
     #[test]

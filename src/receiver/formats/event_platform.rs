@@ -11,7 +11,7 @@
 use axum::http::HeaderMap;
 use pimsync_connectors::{ChangeBody, ChangeOp, ProductChange, ProductKind};
 
-use super::json::{Obj, Strictness, malformed, parse_body, quoted, snapshot};
+use super::json::{Obj, Strictness, malformed, parse_body, quoted, snapshot, timed_delivery_id};
 use super::{Parsed, Rejection, keep_headers};
 use crate::config::SignatureEncoding;
 use crate::receiver::signature::{SignatureError, decode_tag, header, verify_hmac_sha256};
@@ -171,7 +171,7 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Rejection> {
     names.extend(ce);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     Ok(Parsed {
-        delivery_id: Some(id.to_owned()),
+        delivery_id: Some(timed_delivery_id(version, id)),
         changes: vec![change],
         kept_headers: keep_headers(headers, &names),
     })
@@ -247,7 +247,10 @@ mod tests {
             THIN,
         )
         .unwrap();
-        assert_eq!(parsed.delivery_id.as_deref(), Some("ev-1"));
+        assert_eq!(
+            parsed.delivery_id.as_deref(),
+            Some("2024-05-14T09:02:14.918000Z ev-1")
+        );
         assert_eq!(
             parsed.changes,
             vec![ProductChange {
