@@ -150,6 +150,11 @@ pub struct Level {
     pub server_cpu_pct: f64,
     /// The store writer thread's CPU per edit measured, in µs.
     pub writer_us_per_edit: f64,
+    /// Jobs per writer transaction over the measured window (group commit's batch size).
+    pub writer_jobs_per_commit: Option<f64>,
+    /// Share of the measured window the writer spent in transactions, commit included, in %:
+    /// near 100 % the writer is the bottleneck, well below it the rest of the loop is.
+    pub writer_busy_pct: Option<f64>,
     pub loadgen_cpu_pct: f64,
     pub daemon_exit_ok: bool,
     /// Applies the loopback target received in the measured window (delivering levels).
@@ -295,6 +300,7 @@ pub fn run_level(
         keys: (products / connections as u64).max(1),
         warmup,
         measure,
+        admin: server.admin,
     };
     let (tally, import, cpu, applies) = runtime.block_on(drive(&load, pid, applied));
     let exit = server.stop()?;
@@ -328,6 +334,8 @@ pub fn run_level(
         inbox_verified: inbox_rows >= tally.accepted,
         server_cpu_pct: cpu.server * 100.0 / seconds,
         writer_us_per_edit: cpu.writer * 1e6 / hist.len().max(1) as f64,
+        writer_jobs_per_commit: cpu.commits.map(|c| c.jobs / c.transactions.max(1.0)),
+        writer_busy_pct: cpu.commits.map(|c| c.seconds * 100.0 / seconds),
         loadgen_cpu_pct: cpu.loadgen * 100.0 / seconds,
         daemon_exit_ok: exit.success(),
         applies,
@@ -378,11 +386,11 @@ concurrency = 64
 
 pub fn print_table(levels: &[Level]) {
     let row = |cells: &[String]| {
-        let widths = [11, 9, 16, 9, 9, 8, 8, 8, 8, 24, 8, 8, 22];
+        let widths = [11, 9, 16, 9, 9, 8, 8, 8, 8, 24, 8, 8, 8, 8, 8, 22];
         let cells = cells.iter().zip(widths).map(|(c, w)| format!("{c:>w$}"));
         println!("{}", cells.collect::<Vec<_>>().join(" "));
     };
-    let header = "connections|max_batch|import/s (p99)|edits|edits/s|p50 ms|p99 ms|max ms|non-202|inbox rows ≥ 202s|srv CPU|writer µs/edit|gen CPU|delivering (applies/s)";
+    let header = "connections|max_batch|import/s (p99)|edits|edits/s|p50 ms|p99 ms|max ms|non-202|inbox rows ≥ 202s|srv CPU|writer µs/edit|jobs/tx|busy|gen CPU|delivering (applies/s)";
     println!();
     row(&header.split('|').map(str::to_owned).collect::<Vec<_>>());
     for l in levels {
@@ -400,6 +408,10 @@ pub fn print_table(levels: &[Level]) {
             format!("{} ≥ {} {verdict}", l.inbox_rows, l.accepted_total),
             format!("{:.0}%", l.server_cpu_pct),
             format!("{:.1}", l.writer_us_per_edit),
+            l.writer_jobs_per_commit
+                .map_or("-".to_owned(), |n| format!("{n:.1}")),
+            l.writer_busy_pct
+                .map_or("-".to_owned(), |p| format!("{p:.0}%")),
             format!("{:.0}%", l.loadgen_cpu_pct),
             l.applies_per_s
                 .map_or("no (throttled logs)".to_owned(), |r| format!("{r:.0}")),

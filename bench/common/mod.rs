@@ -25,6 +25,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const SECRET_TEXT: &str = "bench-secret";
 pub const SECRET: &[u8] = SECRET_TEXT.as_bytes();
 pub const WEBHOOK_PATH: &str = "/webhooks/akeneo";
+/// The admin API's token in every benchmark config (`/metrics` does not need it).
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 /// The size of every benchmark webhook's body, in bytes.
 pub const BODY_SIZE: usize = 1024;
 
@@ -51,6 +53,8 @@ pub fn webhook_price(seq: u64) -> i64 {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin listener, for `/metrics` (None for a build that printed no admin line).
+    pub admin: Option<SocketAddr>,
     stderr_path: PathBuf,
 }
 
@@ -83,17 +87,25 @@ impl Server {
         let mut server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: None,
             stderr_path,
         };
         let stdout = server.child.stdout.take().ok_or("no stdout pipe")?;
         let mut stdout = BufReader::new(stdout);
+        // The admin listener is announced first, then the webhook listener.
+        let mut admin = None;
         let listening = (&mut stdout)
             .lines()
             .map_while(Result::ok)
             .find_map(|line| {
-                let addr = line.trim().strip_prefix("pimsync listening on ")?.parse();
-                addr.ok()
+                let line = line.trim();
+                if let Some(addr) = line.strip_prefix("pimsync admin listening on ") {
+                    admin = addr.parse().ok();
+                    return None;
+                }
+                line.strip_prefix("pimsync listening on ")?.parse().ok()
             });
+        server.admin = admin;
         let Some(addr) = listening else {
             let _ = server.child.wait();
             let stderr = server.stderr_tail();
@@ -154,6 +166,9 @@ listen = "127.0.0.1:0"
 [store]
 path = {db}
 {store}
+[admin]
+listen = "127.0.0.1:0"
+token = "{ADMIN_TOKEN}"
 [[sources]]
 name = "akeneo"
 path = "{WEBHOOK_PATH}"
@@ -161,6 +176,59 @@ format = "akeneo"
 secret = "{SECRET_TEXT}"
 {targets}"#
     )
+}
+
+/// The store writer's commit counters, read from the daemon's `/metrics`: how many
+/// transactions, the jobs they carried, and the seconds they took (each since start).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Commits {
+    pub transactions: f64,
+    pub jobs: f64,
+    pub seconds: f64,
+}
+
+impl std::ops::Sub for Commits {
+    type Output = Commits;
+    fn sub(self, earlier: Commits) -> Commits {
+        Commits {
+            transactions: self.transactions - earlier.transactions,
+            jobs: self.jobs - earlier.jobs,
+            seconds: self.seconds - earlier.seconds,
+        }
+    }
+}
+
+/// One `GET /metrics` on the admin listener, over a plain blocking socket (it is called
+/// twice per level, at the edges of the measured window).
+pub fn commits(admin: SocketAddr) -> Result<Commits, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(5))
+        .map_err(|e| format!("metrics: {e}"))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET /metrics HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("metrics: {e}"))?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .map_err(|e| format!("metrics: {e}"))?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .ok_or_else(|| format!("metrics: no {name}"))
+    };
+    Ok(Commits {
+        transactions: value("pimsync_store_commit_batch_size_count")?,
+        jobs: value("pimsync_store_commit_batch_size_sum")?,
+        seconds: value("pimsync_store_commit_duration_seconds_sum")?,
+    })
 }
 
 /// A path as a quoted, escaped TOML string.

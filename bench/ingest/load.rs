@@ -12,7 +12,7 @@ use pimsync::simulate;
 use tokio::time::Instant;
 
 use super::common::raw::RawConnection;
-use super::common::{WEBHOOK_PATH, cpu_seconds, thread_cpu_seconds, webhook};
+use super::common::{Commits, WEBHOOK_PATH, commits, cpu_seconds, thread_cpu_seconds, webhook};
 
 /// Answers counted by one connection or a whole level: latencies (µs) of the answers
 /// completed inside the measured window (or of the import); counts over the whole level,
@@ -53,6 +53,8 @@ pub struct Load {
     pub keys: u64,
     pub warmup: Duration,
     pub measure: Duration,
+    /// The daemon's admin listener, for the writer's commit counters.
+    pub admin: Option<SocketAddr>,
 }
 
 /// The import's answers: latencies of the webhooks that created a product, and how long
@@ -69,6 +71,8 @@ pub struct Cpu {
     /// whatever the queueing of the load (the machine's speed still moves it).
     pub writer: f64,
     pub loadgen: f64,
+    /// The writer's transactions over the window (None when `/metrics` could not be read).
+    pub commits: Option<Commits>,
 }
 
 /// Runs the closed loops through the import, the warmup and the measured window of edits;
@@ -115,6 +119,7 @@ pub async fn drive(
         server: cpu_seconds(server_pid),
         writer: thread_cpu_seconds(server_pid, "pimsync-writer"),
         loadgen: cpu_seconds(std::process::id()),
+        commits: load.admin.and_then(|admin| commits(admin).ok()),
     };
     let applies = || applied.map(|n| n.load(Ordering::Relaxed));
     tokio::time::sleep_until(measure_from).await;
@@ -141,6 +146,7 @@ pub async fn drive(
             server: after.server - before.server,
             writer: after.writer - before.writer,
             loadgen: after.loadgen - before.loadgen,
+            commits: after.commits.zip(before.commits).map(|(a, b)| a - b),
         },
         applies,
     )
