@@ -150,6 +150,8 @@ pub struct Level {
     pub server_cpu_pct: f64,
     /// The store writer thread's CPU per edit measured, in µs.
     pub writer_us_per_edit: f64,
+    /// The async runtime threads' CPU per edit measured (HTTP, signature, parsing), in µs.
+    pub runtime_us_per_edit: f64,
     /// Jobs per writer transaction over the measured window (group commit's batch size).
     pub writer_jobs_per_commit: Option<f64>,
     /// Share of the measured window the writer spent in transactions, commit included, in %:
@@ -334,6 +336,7 @@ pub fn run_level(
         inbox_verified: inbox_rows >= tally.accepted,
         server_cpu_pct: cpu.server * 100.0 / seconds,
         writer_us_per_edit: cpu.writer * 1e6 / hist.len().max(1) as f64,
+        runtime_us_per_edit: cpu.runtime * 1e6 / hist.len().max(1) as f64,
         writer_jobs_per_commit: cpu.commits.map(|c| c.jobs / c.transactions.max(1.0)),
         writer_busy_pct: cpu.commits.map(|c| c.seconds * 100.0 / seconds),
         loadgen_cpu_pct: cpu.loadgen * 100.0 / seconds,
@@ -386,11 +389,11 @@ concurrency = 64
 
 pub fn print_table(levels: &[Level]) {
     let row = |cells: &[String]| {
-        let widths = [11, 9, 16, 9, 9, 8, 8, 8, 8, 24, 8, 8, 8, 8, 8, 22];
+        let widths = [11, 9, 16, 9, 9, 8, 8, 8, 8, 24, 8, 8, 8, 8, 8, 8, 22];
         let cells = cells.iter().zip(widths).map(|(c, w)| format!("{c:>w$}"));
         println!("{}", cells.collect::<Vec<_>>().join(" "));
     };
-    let header = "connections|max_batch|import/s (p99)|edits|edits/s|p50 ms|p99 ms|max ms|non-202|inbox rows ≥ 202s|srv CPU|writer µs/edit|jobs/tx|busy|gen CPU|delivering (applies/s)";
+    let header = "connections|max_batch|import/s (p99)|edits|edits/s|p50 ms|p99 ms|max ms|non-202|inbox rows ≥ 202s|srv CPU|writer µs/edit|recv µs/edit|jobs/tx|busy|gen CPU|delivering (applies/s)";
     println!();
     row(&header.split('|').map(str::to_owned).collect::<Vec<_>>());
     for l in levels {
@@ -408,6 +411,7 @@ pub fn print_table(levels: &[Level]) {
             format!("{} ≥ {} {verdict}", l.inbox_rows, l.accepted_total),
             format!("{:.0}%", l.server_cpu_pct),
             format!("{:.1}", l.writer_us_per_edit),
+            format!("{:.1}", l.runtime_us_per_edit),
             l.writer_jobs_per_commit
                 .map_or("-".to_owned(), |n| format!("{n:.1}")),
             l.writer_busy_pct

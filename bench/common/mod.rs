@@ -287,12 +287,13 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-/// CPU seconds the thread of `pid` named `name` (its `comm`) has used so far, from
-/// /proc/PID/task/TID/schedstat; 0 when there is no such thread.
+/// CPU seconds the threads of `pid` named `name` (their `comm`) have used so far, summed,
+/// from /proc/PID/task/TID/schedstat; 0 when there is no such thread.
 pub fn thread_cpu_seconds(pid: u32, name: &str) -> f64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0.0;
     };
+    let mut seconds = 0.0;
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if comm.trim_end() == name {
@@ -302,10 +303,10 @@ pub fn thread_cpu_seconds(pid: u32, name: &str) -> f64 {
                 .next()
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0.0);
-            return nanos / 1e9;
+            seconds += nanos / 1e9;
         }
     }
-    0.0
+    seconds
 }
 
 #[derive(Serialize)]

@@ -70,6 +70,8 @@ pub struct Cpu {
     /// The daemon's store writer thread alone: its cost per edit is the daemon's own cost,
     /// whatever the queueing of the load (the machine's speed still moves it).
     pub writer: f64,
+    /// The async runtime's threads, where requests are received, verified and parsed.
+    pub runtime: f64,
     pub loadgen: f64,
     /// The writer's transactions over the window (None when `/metrics` could not be read).
     pub commits: Option<Commits>,
@@ -118,6 +120,7 @@ pub async fn drive(
     let cpu = || Cpu {
         server: cpu_seconds(server_pid),
         writer: thread_cpu_seconds(server_pid, "pimsync-writer"),
+        runtime: thread_cpu_seconds(server_pid, "tokio-rt-worker"),
         loadgen: cpu_seconds(std::process::id()),
         commits: load.admin.and_then(|admin| commits(admin).ok()),
     };
@@ -145,6 +148,7 @@ pub async fn drive(
         Cpu {
             server: after.server - before.server,
             writer: after.writer - before.writer,
+            runtime: after.runtime - before.runtime,
             loadgen: after.loadgen - before.loadgen,
             commits: after.commits.zip(before.commits).map(|(a, b)| a - b),
         },

@@ -131,10 +131,29 @@ impl Snapshot {
 
     /// The canonical JSON of the snapshot (keys sorted, values normalized).
     pub fn to_canonical_json(&self) -> String {
+        // BTreeMap keys and struct field order make serde_json's output deterministic.
+        // Most snapshots arrive in order already: those are written without a copy (the
+        // receiver hashes every webhook's snapshot on the request's thread).
+        if self.is_normalized() {
+            return serde_json::to_string(self).unwrap_or_default();
+        }
         let mut normalized = self.clone();
         normalized.normalize();
-        // BTreeMap keys and struct field order make serde_json's output deterministic.
         serde_json::to_string(&normalized).unwrap_or_default()
+    }
+
+    /// Whether `normalize` would leave this snapshot as it is.
+    fn is_normalized(&self) -> bool {
+        let strictly_ascending = |values: &[AttributeValue]| {
+            values
+                .windows(2)
+                .all(|w| (&w[0].locale, &w[0].scope) < (&w[1].locale, &w[1].scope))
+        };
+        self.categories.windows(2).all(|w| w[0] < w[1])
+            && self
+                .values
+                .values()
+                .all(|values| strictly_ascending(values))
     }
 }
 
@@ -215,6 +234,35 @@ mod tests {
             ContentHash::of_json(&a.to_canonical_json()),
             ContentHash::of_json(&b.to_canonical_json())
         );
+    }
+
+    /// Written without a copy or with one, the canonical JSON is that of the normalized
+    /// snapshot: in order, out of order, with repeats.
+    #[test]
+    fn canonical_json_is_that_of_the_normalized_snapshot() {
+        let cases = [
+            (vec!["a", "b"], vec![Some("de"), Some("en")]),
+            (vec!["b", "a"], vec![Some("de"), Some("en")]),
+            (vec!["a", "a"], vec![None, Some("en")]),
+            (vec!["a"], vec![Some("en"), Some("de")]),
+            (vec![], vec![Some("en"), Some("en")]),
+        ];
+        for (categories, locales) in cases {
+            let mut snapshot = Snapshot {
+                categories: categories.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            };
+            let names = locales.iter().map(|l| value(*l, json!(l))).collect();
+            snapshot.values.insert("name".into(), names);
+            let mut normalized = snapshot.clone();
+            normalized.normalize();
+            assert_eq!(
+                snapshot.to_canonical_json(),
+                serde_json::to_string(&normalized).unwrap(),
+                "{categories:?} {locales:?}"
+            );
+            assert_eq!(snapshot == normalized, snapshot.is_normalized());
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | 413 | body over `server.body_limit`, nothing stored |
 //! | 503 | the store cannot commit now (`Retry-After`), nothing acknowledged |
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use serde::Serialize;
 use serde_json::json;
 
 use super::formats::{self, Inbound, Rejection};
@@ -137,14 +139,13 @@ async fn receive(
         // Akeneo's signed test request when a connection is saved: nothing to store.
         return reply(StatusCode::OK, json!({ "status": "ok", "changes": 0 }));
     }
-    let headers_json = serde_json::Value::Object(
-        parsed
-            .kept_headers
-            .into_iter()
-            .map(|(name, value)| (name, serde_json::Value::String(value)))
-            .collect(),
-    )
-    .to_string();
+    // An object of the kept headers (the last of a repeated name), keys in order.
+    let kept: BTreeMap<&str, &str> = parsed
+        .kept_headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    let headers_json = serde_json::to_string(&kept).unwrap_or_default();
     let request = super::ingest_request(
         source,
         parsed.delivery_id,
@@ -171,14 +172,14 @@ async fn receive(
             );
             reply(
                 StatusCode::ACCEPTED,
-                json!({
-                    "status": "accepted",
-                    "changed": outcome.changed,
-                    "unchanged": outcome.unchanged,
-                    "stale": outcome.stale,
-                    "fetch_queued": outcome.fetch_queued,
-                    "echoes": outcome.echoes,
-                }),
+                Accepted {
+                    changed: outcome.changed,
+                    echoes: outcome.echoes,
+                    fetch_queued: outcome.fetch_queued,
+                    stale: outcome.stale,
+                    status: "accepted",
+                    unchanged: outcome.unchanged,
+                },
             )
         }
         Ok(Err(error)) => unavailable(source, &error),
@@ -202,8 +203,20 @@ fn unavailable(source: &SourceConfig, error: &StoreError) -> Response {
     response
 }
 
-fn reply(status: StatusCode, body: serde_json::Value) -> Response {
+fn reply(status: StatusCode, body: impl Serialize) -> Response {
     (status, axum::Json(body)).into_response()
+}
+
+/// The body of a 202: a struct rather than `json!`, which builds a map per answer. Fields
+/// in alphabetical order, as `json!` wrote them.
+#[derive(Serialize)]
+struct Accepted {
+    changed: usize,
+    echoes: usize,
+    fetch_queued: usize,
+    stale: usize,
+    status: &'static str,
+    unchanged: usize,
 }
 
 fn unix_now() -> i64 {

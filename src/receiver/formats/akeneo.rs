@@ -62,6 +62,21 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Rejection> {
             kept_headers,
         });
     }
+    // The one-pass parse takes what the walk would accept; the walk decides the rest.
+    let (changes, delivery_id) = match super::akeneo_body::parse(body) {
+        Some(parsed) => parsed,
+        None => walk(body)?,
+    };
+    Ok(Parsed {
+        delivery_id: Some(delivery_id),
+        changes,
+        kept_headers,
+    })
+}
+
+/// The changes and delivery id of a non-empty body, through a `Value` tree: the reference
+/// for `akeneo_body`, and the maker of every error message.
+pub(super) fn walk(body: &[u8]) -> Result<(Vec<ProductChange>, String), Rejection> {
     let root = parse_body(body)?;
     let root = Obj::new(&root, "")?;
     let Some(events) = root.opt_array("events")? else {
@@ -89,14 +104,11 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Rejection> {
         changes.push(change);
     }
     let event_ids = event_ids.join(",");
-    Ok(Parsed {
-        delivery_id: Some(match first_event_at {
-            Some(at) => timed_delivery_id(at, &event_ids),
-            None => event_ids,
-        }),
-        changes,
-        kept_headers,
-    })
+    let delivery_id = match first_event_at {
+        Some(at) => timed_delivery_id(at, &event_ids),
+        None => event_ids,
+    };
+    Ok((changes, delivery_id))
 }
 
 /// One event, and its `event_datetime` in microseconds.

@@ -16,6 +16,7 @@ use crate::config::SourceFormat;
 use crate::receiver::signature::SignatureError;
 
 pub mod akeneo;
+mod akeneo_body;
 pub mod event_platform;
 pub mod hmac;
 mod json;
