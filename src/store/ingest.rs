@@ -132,11 +132,19 @@ fn apply_change(
         }
         (None, None) => None,
     };
+    // The stored snapshot only matters to a partial change, which merges into it, and to a
+    // deletion, routed by it: for a full state it would be a copy of a whole product read
+    // for nothing.
+    let needs_snapshot =
+        change.op == ChangeOp::Delete || matches!(change.body, ChangeBody::Partial(_));
+    let existing_sql = if needs_snapshot {
+        "SELECT version, deleted, snapshot, content_hash, uuid, parent FROM products WHERE product_key = ?1"
+    } else {
+        "SELECT version, deleted, NULL, content_hash, uuid, parent FROM products WHERE product_key = ?1"
+    };
     let existing = match &key {
         Some(key) => conn
-            .prepare_cached(
-                "SELECT version, deleted, snapshot, content_hash, uuid, parent FROM products WHERE product_key = ?1",
-            )?
+            .prepare_cached(existing_sql)?
             .query_row([key], |row| {
                 Ok(Existing {
                     version: row.get(0)?,

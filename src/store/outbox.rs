@@ -11,7 +11,7 @@
 //! gets every change), names both.
 
 use pimsync_connectors::{ContentHash, idempotency_key};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::StoreError;
 
@@ -65,17 +65,21 @@ pub(super) enum Desired<'a> {
 /// statements are looked up once per change, not once per target: this runs on the writer
 /// thread.
 pub(super) struct Arm<'c> {
-    current: rusqlite::CachedStatement<'c>,
+    rows_of: rusqlite::CachedStatement<'c>,
     move_hash: rusqlite::CachedStatement<'c>,
     upsert: rusqlite::CachedStatement<'c>,
+    /// The rows of the product last asked about, read in one statement rather than one per
+    /// target: each target's name, and whether its row follows and simply waits.
+    rows: Option<(String, Rows)>,
 }
 
 impl<'c> Arm<'c> {
     pub(super) fn new(conn: &'c Connection) -> Result<Arm<'c>, StoreError> {
         Ok(Arm {
-            current: conn.prepare_cached(
-                "SELECT desired_hash = '' AND state = 'pending' AND attempts = 0 AND last_error IS NULL
-                 FROM outbox WHERE product_key = ?2 AND target = ?1",
+            rows_of: conn.prepare_cached(
+                "SELECT target,
+                        desired_hash = '' AND state = 'pending' AND attempts = 0 AND last_error IS NULL
+                 FROM outbox WHERE product_key = ?1",
             )?,
             move_hash: conn.prepare_cached(
                 "UPDATE outbox SET desired_hash = ?3, idempotency_key = ?4, attempts = 0,
@@ -96,6 +100,7 @@ impl<'c> Arm<'c> {
                      last_error = NULL,
                      updated_at = excluded.updated_at",
             )?,
+            rows: None,
         })
     }
 
@@ -108,26 +113,58 @@ impl<'c> Arm<'c> {
         now: i64,
     ) -> Result<(), StoreError> {
         let (hash, idempotency, exists) = match desired {
-            Desired::Product => {
-                let waiting: Option<bool> = self
-                    .current
-                    .query_row(params![target, key], |row| row.get(0))
-                    .optional()?;
-                match waiting {
-                    Some(true) => return Ok(()),
-                    Some(false) => (FOLLOWS, FOLLOWS, true),
-                    None => (FOLLOWS, FOLLOWS, false),
-                }
-            }
+            Desired::Product => match self.waiting(target, key)? {
+                Some(true) => return Ok(()),
+                Some(false) => (FOLLOWS, FOLLOWS, true),
+                None => (FOLLOWS, FOLLOWS, false),
+            },
             Desired::Own { hash, idempotency } => (hash.as_str(), idempotency, true),
         };
+        // This row is about to change: what was read of it no longer holds (the others'
+        // still does).
+        if let Some((rows_key, rows)) = &mut self.rows {
+            if rows_key == key {
+                match rows.iter_mut().find(|(t, _)| t == target) {
+                    Some((_, waiting)) => *waiting = None,
+                    None => rows.push((target.to_owned(), None)),
+                }
+            }
+        }
         let args = params![target, key, hash, idempotency, now];
         if !exists || self.move_hash.execute(args)? == 0 {
             self.upsert.execute(args)?;
         }
         Ok(())
     }
+
+    /// Whether the row of (`target`, `key`) follows its product and simply waits; `None`
+    /// when there is no row.
+    fn waiting(&mut self, target: &str, key: &str) -> Result<Option<bool>, StoreError> {
+        let known = |rows: &Option<(String, Rows)>| match rows {
+            Some((rows_key, rows)) if rows_key == key => {
+                match rows.iter().find(|(t, _)| t == target) {
+                    Some((_, Some(waiting))) => Some(Some(*waiting)),
+                    Some((_, None)) => None,
+                    None => Some(None),
+                }
+            }
+            _ => None,
+        };
+        if let Some(answer) = known(&self.rows) {
+            return Ok(answer);
+        }
+        let rows = self
+            .rows_of
+            .query_map([key], |row| Ok((row.get(0)?, Some(row.get(1)?))))?
+            .collect::<Result<Rows, _>>()?;
+        self.rows = Some((key.to_owned(), rows));
+        Ok(known(&self.rows).flatten())
+    }
 }
+
+/// An `Arm`'s reading of one product's rows: each target's name and whether its row
+/// follows and simply waits, `None` once it was written through the `Arm`.
+type Rows = Vec<(String, Option<bool>)>;
 
 #[cfg(test)]
 mod tests {
@@ -188,6 +225,53 @@ mod tests {
             .unwrap();
         assert_eq!(error, None);
         store.close().await;
+    }
+
+    /// One read serves every target of a product; a row written through the `Arm` is read
+    /// again if it is asked about again, and the other rows are not.
+    #[test]
+    fn arm_reads_a_products_rows_once_and_forgets_a_row_it_writes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::schema::migrate(&mut conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO outbox (target, product_key, desired_hash, idempotency_key, state,
+                                 attempts, next_attempt_at, created_at, updated_at, last_error)
+             VALUES ('waits', 'P', '', '', 'pending', 0, 0, 0, 1, NULL),
+                    ('failed', 'P', '', '', 'pending', 2, 0, 0, 1, 'HTTP 500'),
+                    ('waits', 'Q', '', '', 'pending', 0, 0, 0, 1, NULL);",
+        )
+        .unwrap();
+        let updated = |target: &str, key: &str| -> Option<i64> {
+            conn.query_row(
+                "SELECT updated_at FROM outbox WHERE target = ?1 AND product_key = ?2",
+                [target, key],
+                |row| row.get(0),
+            )
+            .ok()
+        };
+        let mut arm = Arm::new(&conn).unwrap();
+        for target in ["waits", "failed", "new"] {
+            arm.row(target, "P", Desired::Product, 7).unwrap();
+        }
+        assert_eq!(
+            updated("waits", "P"),
+            Some(1),
+            "a waiting row is not written"
+        );
+        assert_eq!(updated("failed", "P"), Some(7));
+        assert_eq!(updated("new", "P"), Some(7));
+        assert_eq!(arm.rows.as_ref().map(|(_, rows)| rows.len()), Some(3));
+
+        // Asked again, a written row is read again: it now waits, so it is left alone.
+        conn.execute("UPDATE outbox SET updated_at = 1", [])
+            .unwrap();
+        arm.row("failed", "P", Desired::Product, 8).unwrap();
+        assert_eq!(updated("failed", "P"), Some(1));
+        // Another product is read for itself.
+        arm.row("waits", "Q", Desired::Product, 8).unwrap();
+        assert_eq!(updated("waits", "Q"), Some(1));
+        arm.row("other", "Q", Desired::Product, 8).unwrap();
+        assert_eq!(updated("other", "Q"), Some(8));
     }
 
     #[tokio::test]
