@@ -392,7 +392,7 @@ async fn ingest_all(
                 let mut sender = None;
                 let mut retries = 0;
                 for seq in (conn..products).step_by(connections) {
-                    let request = webhook(&format!("P-{seq}"), seq, base_us);
+                    let request = webhook(&format!("P-{seq}"), seq, base_us + seq as i64);
                     loop {
                         if Instant::now() >= deadline {
                             return Err(format!("ingest did not finish within {timeout:?}"));
@@ -453,7 +453,7 @@ pub fn run_latency(
         for seq in 0..samples {
             tokio::time::sleep_until(start + Duration::from_secs_f64(seq as f64 / rate)).await;
             let key = format!("L-{seq}");
-            let request = webhook(&key, seq, base_us);
+            let request = webhook(&key, seq, base_us + seq as i64);
             let posted = Instant::now();
             match post(&mut send, &host, &request).await {
                 Ok(202) => {}

@@ -30,13 +30,13 @@ const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 /// The size of every benchmark webhook's body, in bytes.
 pub const BODY_SIZE: usize = 1024;
 
-/// Edit `seq` of product `key`: a signed Akeneo `product.updated` webhook whose version
-/// (`base_us + seq`), price and stock change with `seq`.
-pub fn webhook(key: &str, seq: u64, base_us: i64) -> SignedRequest {
+/// Edit `seq` of product `key`: a signed Akeneo `product.updated` webhook saved at
+/// `updated_us` (its version and its event time), whose price and stock change with `seq`.
+pub fn webhook(key: &str, seq: u64, updated_us: i64) -> SignedRequest {
     let edit = Edit {
         key,
         family: if seq % 2 == 0 { "chairs" } else { "tables" },
-        updated_us: base_us + seq as i64,
+        updated_us,
         price_cents: webhook_price(seq),
         stock: (seq % 100) as i64,
         body_size: BODY_SIZE,

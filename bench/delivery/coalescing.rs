@@ -75,7 +75,7 @@ pub fn run_coalescing(
                     for seq in (1 + conn..=edits).step_by(COALESCE_CONNECTIONS as usize) {
                         let due = Duration::from_secs_f64((seq - 1) as f64 / edits as f64);
                         tokio::time::sleep_until(start + due).await;
-                        let request = webhook(COALESCE_KEY, seq, base_us);
+                        let request = webhook(COALESCE_KEY, seq, base_us + seq as i64);
                         match post(&mut send, &host, &request).await {
                             Ok(202) => {}
                             other => return Err(format!("edit {seq}: {other:?}, not 202")),

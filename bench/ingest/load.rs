@@ -8,7 +8,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use pimsync::simulate;
 use tokio::time::Instant;
 
 use super::common::raw::RawConnection;
@@ -86,7 +85,7 @@ pub async fn drive(
     applied: Option<&AtomicU64>,
 ) -> (Tally, Import, Cpu, Option<u64>) {
     let start = Instant::now();
-    let base_us = simulate::unix_now() * 1_000_000;
+    let clock = SaveClock::new();
     let (imported, mut all_imported) = tokio::sync::mpsc::channel(load.connections);
     let window = Arc::new(OnceLock::new());
     let tasks: Vec<_> = (0..load.connections)
@@ -95,7 +94,7 @@ pub async fn drive(
                 addr: load.addr,
                 index: conn,
                 keys: load.keys,
-                base_us,
+                clock,
                 imported: imported.clone(),
                 window: window.clone(),
             };
@@ -156,6 +155,32 @@ pub async fn drive(
     )
 }
 
+/// When the simulated PIM saves an edit, in µs since the epoch: the real time, as Akeneo
+/// stamps an event's `event_datetime` and a product's `updated` with the time of the save.
+/// The receiver's delivery ids begin with that time (in the order the events happen), and
+/// the product's version is it (each connection keeps its own strictly increasing).
+#[derive(Clone, Copy)]
+struct SaveClock {
+    epoch_us: i64,
+    started: Instant,
+}
+
+impl SaveClock {
+    fn new() -> SaveClock {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        SaveClock {
+            epoch_us: since_epoch.as_micros() as i64,
+            started: Instant::now(),
+        }
+    }
+
+    fn now_us(&self) -> i64 {
+        self.epoch_us + self.started.elapsed().as_micros() as i64
+    }
+}
+
 /// One keep-alive connection sending webhooks back to back: first one per product of its
 /// own (the import, whose tally it sends on `imported`), then edits of them, until the
 /// measured window, which the driver sets once every connection has imported, closes.
@@ -163,7 +188,7 @@ struct Connection {
     addr: SocketAddr,
     index: usize,
     keys: u64,
-    base_us: i64,
+    clock: SaveClock,
     imported: tokio::sync::mpsc::Sender<Tally>,
     window: Arc<OnceLock<(Instant, Instant)>>,
 }
@@ -174,6 +199,7 @@ impl Connection {
         let mut import = Some(Tally::new());
         let mut sender: Option<RawConnection> = None;
         let mut seq: u64 = 0;
+        let mut saved_us = 0;
         let mut refused = 0;
         loop {
             let window = self.window.get().copied();
@@ -200,7 +226,8 @@ impl Connection {
             };
             // This connection's own products, each getting ever newer versions as keys wrap.
             let key = format!("B-{}-{}", self.index, seq % self.keys);
-            let request = webhook(&key, seq, self.base_us);
+            saved_us = self.clock.now_us().max(saved_us + 1);
+            let request = webhook(&key, seq, saved_us);
             seq += 1;
             let sent = Instant::now();
             let outcome = send.post(WEBHOOK_PATH, &request).await;
