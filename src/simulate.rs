@@ -68,7 +68,7 @@ pub fn akeneo_product_updated(secret: &[u8], now_unix: i64, edit: &Edit<'_>) -> 
 }
 
 fn akeneo_product_updated_body(edit: &Edit<'_>) -> String {
-    let text = |s: &str| serde_json::Value::from(s).to_string();
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let updated = rfc3339_us(edit.updated_us);
     let event_id = text(&format!("{}-{}", edit.key, edit.updated_us));
     let uuid = text(&uuid_for(edit.key));
@@ -76,18 +76,20 @@ fn akeneo_product_updated_body(edit: &Edit<'_>) -> String {
     let name = text(&format!("Product {}", edit.key));
     let amount = format!("{}.{:02}", edit.price_cents / 100, edit.price_cents % 100);
     let stock = edit.stock;
-    // Keys in serde_json's (sorted) order, so the bytes are what `json!` would write.
-    let body = |description: &str| {
-        format!(
-            r#"{{"events":[{{"action":"product.updated","author":"demo","author_type":"ui","data":{{"resource":{{"categories":["catalog"],"created":"2026-01-01T00:00:00+00:00","enabled":true,"family":{family},"identifier":{key},"parent":null,"updated":"{updated}","uuid":{uuid},"values":{{"description":[{{"data":"{description}","locale":"en_US","scope":"ecommerce"}}],"name":[{{"data":{name},"locale":"en_US","scope":null}}],"price":[{{"data":[{{"amount":"{amount}","currency":"EUR"}}],"locale":null,"scope":null}}],"stock":[{{"data":{stock},"locale":null,"scope":null}}]}}}}}},"event_datetime":"{updated}","event_id":{event_id},"pim_source":"https://pim.example.com"}}]}}"#
-        )
-    };
-    let base = body("").len();
-    if edit.body_size > base {
-        body(&"x".repeat(edit.body_size - base))
-    } else {
-        body("")
-    }
+    // Keys in serde_json's (sorted) order, so the bytes are what `json!` would write. The
+    // description's text, in the middle, pads the body to `body_size`.
+    let head = format!(
+        r#"{{"events":[{{"action":"product.updated","author":"demo","author_type":"ui","data":{{"resource":{{"categories":["catalog"],"created":"2026-01-01T00:00:00+00:00","enabled":true,"family":{family},"identifier":{key},"parent":null,"updated":"{updated}","uuid":{uuid},"values":{{"description":[{{"data":""#
+    );
+    let tail = format!(
+        r#"","locale":"en_US","scope":"ecommerce"}}],"name":[{{"data":{name},"locale":"en_US","scope":null}}],"price":[{{"data":[{{"amount":"{amount}","currency":"EUR"}}],"locale":null,"scope":null}}],"stock":[{{"data":{stock},"locale":null,"scope":null}}]}}}}}},"event_datetime":"{updated}","event_id":{event_id},"pim_source":"https://pim.example.com"}}]}}"#
+    );
+    let padding = edit.body_size.saturating_sub(head.len() + tail.len());
+    let mut body = String::with_capacity(head.len() + padding + tail.len());
+    body.push_str(&head);
+    body.extend(std::iter::repeat_n('x', padding));
+    body.push_str(&tail);
+    body
 }
 
 /// A stable uuid-shaped id per product key, like the PIM's own.
