@@ -120,7 +120,7 @@ async fn run(
             match round {
                 Ok(round) => {
                     backoff.remove(source);
-                    if round.outcome.outbox_rows > 0 {
+                    if round.outcome.outbox_written > 0 {
                         wake.all();
                     }
                     if round.rows > 0 {

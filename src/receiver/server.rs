@@ -160,7 +160,7 @@ async fn receive(
             reply(StatusCode::OK, json!({ "status": "duplicate" }))
         }
         Ok(Ok(outcome)) => {
-            if outcome.outbox_rows > 0 {
+            if outcome.outbox_written > 0 {
                 state.wake.all();
             }
             tracing::debug!(

@@ -63,8 +63,14 @@ pub struct IngestOutcome {
     pub stale: usize,
     /// Thin events queued for a fetch from the PIM.
     pub fetch_queued: usize,
-    /// Outbox rows created or moved to a new desired hash.
+    /// Outbox rows created or moved to a new desired hash (a row that follows its product
+    /// moves with it, written or not).
     pub outbox_rows: usize,
+    /// Of those, the rows written: created, or changed so that their delivery is due anew.
+    /// A row that follows its product and simply waits keeps its schedule untouched, so only
+    /// a write is news to the delivery workers (waking them per webhook polled every
+    /// worker's loop on the request's thread).
+    pub outbox_written: usize,
     /// Echoes of pimsync's own writes, ignored.
     pub echoes: usize,
 }
@@ -312,6 +318,7 @@ fn apply_change(
                 };
                 if rearm_model(conn, &mut arm, &target, model, variant, now)? {
                     outcome.outbox_rows += 1;
+                    outcome.outbox_written += 1;
                 }
             }
             if new_parent.is_some() {
@@ -327,8 +334,9 @@ fn apply_change(
                 idempotency: &idempotency,
             };
             arm.row(&target, &key, own, now)?;
-        } else {
-            arm.row(&target, &key, Desired::Product, now)?;
+            outcome.outbox_written += 1;
+        } else if arm.row(&target, &key, Desired::Product, now)? {
+            outcome.outbox_written += 1;
         }
         outcome.outbox_rows += 1;
         if router.keeps_history(&target) {

@@ -104,17 +104,18 @@ impl<'c> Arm<'c> {
         })
     }
 
-    /// Points the row of (`target`, `key`) at `desired`.
+    /// Points the row of (`target`, `key`) at `desired`. Returns whether it wrote the row
+    /// (false: the row follows its product and simply waits).
     pub(super) fn row(
         &mut self,
         target: &str,
         key: &str,
         desired: Desired<'_>,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let (hash, idempotency, exists) = match desired {
             Desired::Product => match self.waiting(target, key)? {
-                Some(true) => return Ok(()),
+                Some(true) => return Ok(false),
                 Some(false) => (FOLLOWS, FOLLOWS, true),
                 None => (FOLLOWS, FOLLOWS, false),
             },
@@ -134,7 +135,7 @@ impl<'c> Arm<'c> {
         if !exists || self.move_hash.execute(args)? == 0 {
             self.upsert.execute(args)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Whether the row of (`target`, `key`) follows its product and simply waits; `None`
@@ -204,6 +205,10 @@ mod tests {
         let second = request(None, vec![upsert("P", 2, snapshot("f", 2))]);
         let outcome = store.ingest(second, router).await.unwrap();
         assert_eq!(outcome.outbox_rows, 2);
+        assert_eq!(
+            outcome.outbox_written, 1,
+            "only the throttled row is news to delivery"
+        );
         assert_eq!(raw(&side, "waiting"), (FOLLOWS.into(), FOLLOWS.into(), 1));
         let (_, _, written) = raw(&side, "throttled");
         assert_ne!(written, 1, "the throttled row is written");
@@ -250,9 +255,11 @@ mod tests {
             .ok()
         };
         let mut arm = Arm::new(&conn).unwrap();
-        for target in ["waits", "failed", "new"] {
-            arm.row(target, "P", Desired::Product, 7).unwrap();
-        }
+        let written: Vec<bool> = ["waits", "failed", "new"]
+            .iter()
+            .map(|target| arm.row(target, "P", Desired::Product, 7).unwrap())
+            .collect();
+        assert_eq!(written, [false, true, true]);
         assert_eq!(
             updated("waits", "P"),
             Some(1),
@@ -265,7 +272,7 @@ mod tests {
         // Asked again, a written row is read again: it now waits, so it is left alone.
         conn.execute("UPDATE outbox SET updated_at = 1", [])
             .unwrap();
-        arm.row("failed", "P", Desired::Product, 8).unwrap();
+        assert!(!arm.row("failed", "P", Desired::Product, 8).unwrap());
         assert_eq!(updated("failed", "P"), Some(1));
         // Another product is read for itself.
         arm.row("waits", "Q", Desired::Product, 8).unwrap();
