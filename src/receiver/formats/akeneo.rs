@@ -111,23 +111,28 @@ pub(super) fn walk(body: &[u8]) -> Result<(Vec<ProductChange>, String), Rejectio
     Ok((changes, delivery_id))
 }
 
+/// What an event's `action` does to what; `None` for an action Akeneo does not send.
+pub(super) fn kind_and_op(action: &str) -> Option<(ProductKind, ChangeOp)> {
+    match action {
+        "product.created" | "product.updated" => Some((ProductKind::Product, ChangeOp::Upsert)),
+        "product.removed" => Some((ProductKind::Product, ChangeOp::Delete)),
+        "product_model.created" | "product_model.updated" => {
+            Some((ProductKind::ProductModel, ChangeOp::Upsert))
+        }
+        "product_model.removed" => Some((ProductKind::ProductModel, ChangeOp::Delete)),
+        _ => None,
+    }
+}
+
 /// One event, and its `event_datetime` in microseconds.
 fn parse_event(value: &Value, path: &str) -> Result<(ProductChange, i64), Rejection> {
     let event = Obj::new(value, path)?;
     let action = event.str("action")?;
-    let (kind, op) = match action {
-        "product.created" | "product.updated" => (ProductKind::Product, ChangeOp::Upsert),
-        "product.removed" => (ProductKind::Product, ChangeOp::Delete),
-        "product_model.created" | "product_model.updated" => {
-            (ProductKind::ProductModel, ChangeOp::Upsert)
-        }
-        "product_model.removed" => (ProductKind::ProductModel, ChangeOp::Delete),
-        other => {
-            return Err(malformed(
-                &event.field_path("action"),
-                format!("unknown action {}", quoted(other)),
-            ));
-        }
+    let Some((kind, op)) = kind_and_op(action) else {
+        return Err(malformed(
+            &event.field_path("action"),
+            format!("unknown action {}", quoted(action)),
+        ));
     };
     let event_id = event.str("event_id")?;
     let datetime = event.str("event_datetime")?;

@@ -24,7 +24,7 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::akeneo::MAX_EVENTS;
+use super::akeneo::{MAX_EVENTS, kind_and_op};
 use super::json::{micros_since_epoch, timed_delivery_id};
 
 /// The changes of an Events API body and its delivery id, or `None` when the walk must
@@ -116,15 +116,7 @@ struct Entry {
 impl Event<'_> {
     /// The change and the event's time in microseconds, as `akeneo::parse_event` makes them.
     fn into_change(self) -> Option<(ProductChange, i64)> {
-        let (kind, op) = match self.action? {
-            "product.created" | "product.updated" => (ProductKind::Product, ChangeOp::Upsert),
-            "product.removed" => (ProductKind::Product, ChangeOp::Delete),
-            "product_model.created" | "product_model.updated" => {
-                (ProductKind::ProductModel, ChangeOp::Upsert)
-            }
-            "product_model.removed" => (ProductKind::ProductModel, ChangeOp::Delete),
-            _ => return None,
-        };
+        let (kind, op) = kind_and_op(self.action?)?;
         let event_id = self.event_id?;
         let event_micros = micros_since_epoch(self.event_datetime?)?;
         let Obj(resource) = self.data?.0.resource?;
