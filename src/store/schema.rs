@@ -186,3 +186,27 @@ pub fn migrate(conn: &mut Connection) -> Result<(), super::StoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The SQLite build options of `.cargo/config.toml` are in effect: page caches without
+    /// a shared lock, allocations not counted.
+    #[test]
+    fn sqlite_is_built_with_the_projects_options() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut statement = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+}
