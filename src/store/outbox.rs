@@ -141,25 +141,25 @@ impl<'c> Arm<'c> {
     /// Whether the row of (`target`, `key`) follows its product and simply waits; `None`
     /// when there is no row.
     fn waiting(&mut self, target: &str, key: &str) -> Result<Option<bool>, StoreError> {
-        let known = |rows: &Option<(String, Rows)>| match rows {
-            Some((rows_key, rows)) if rows_key == key => {
-                match rows.iter().find(|(t, _)| t == target) {
-                    Some((_, Some(waiting))) => Some(Some(*waiting)),
-                    Some((_, None)) => None,
-                    None => Some(None),
-                }
-            }
-            _ => None,
+        // Read again when the rows read are another product's, or this row was written since.
+        let stale = match &self.rows {
+            Some((rows_key, rows)) if rows_key == key => rows
+                .iter()
+                .any(|(t, waiting)| t == target && waiting.is_none()),
+            _ => true,
         };
-        if let Some(answer) = known(&self.rows) {
-            return Ok(answer);
+        if stale {
+            let rows = self
+                .rows_of
+                .query_map([key], |row| Ok((row.get(0)?, Some(row.get(1)?))))?
+                .collect::<Result<Rows, _>>()?;
+            self.rows = Some((key.to_owned(), rows));
         }
-        let rows = self
-            .rows_of
-            .query_map([key], |row| Ok((row.get(0)?, Some(row.get(1)?))))?
-            .collect::<Result<Rows, _>>()?;
-        self.rows = Some((key.to_owned(), rows));
-        Ok(known(&self.rows).flatten())
+        let rows = self.rows.as_ref().map_or(&[][..], |(_, rows)| rows);
+        Ok(rows
+            .iter()
+            .find(|(t, _)| t == target)
+            .and_then(|(_, waiting)| *waiting))
     }
 }
 
